@@ -1,0 +1,64 @@
+"""cdimlab.utils: atomic writes never leave torn files; seeding is reproducible; device errors are clear."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cdimlab import utils
+
+
+def test_atomic_write_json_round_trip_and_no_temp_left(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "r.json"
+    utils.atomic_write_json(target, {"a": torch.tensor(1.5), "b": [1, 2]})
+    assert json.loads(target.read_text()) == {"a": 1.5, "b": [1, 2]}
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    utils.atomic_write_json(target, {"v": 1})
+    with pytest.raises(TypeError):
+        utils.atomic_write_json(target, {"v": object()})  # not serialisable: fails before the rename
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert sorted(os.listdir(tmp_path)) == ["r.json"]
+
+
+def test_atomic_torch_save_loads_back(tmp_path: Path) -> None:
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    utils.atomic_torch_save(state, tmp_path / "ck.pt")
+    assert torch.equal(torch.load(tmp_path / "ck.pt")["w"], state["w"])
+
+
+def test_seed_everything_gives_identical_draws() -> None:
+    g1 = utils.seed_everything(7)
+    a = (torch.rand(3), torch.rand(3, generator=g1))
+    g2 = utils.seed_everything(7)
+    b = (torch.rand(3), torch.rand(3, generator=g2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_resolve_device() -> None:
+    assert utils.resolve_device("cpu") == torch.device("cpu")
+    assert utils.resolve_device("auto").type in {"cpu", "cuda"}
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda'.*no CUDA GPU"):
+            utils.resolve_device("cuda")
+
+
+def test_env_info_has_provenance_fields() -> None:
+    info = utils.env_info("cpu")
+    for key in ("torch", "device", "device_name", "git_commit", "python"):
+        assert key in info
+    assert info["torch"] == torch.__version__
+
+
+def test_default_data_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CDIMLAB_DATA", str(tmp_path))
+    assert utils.default_data_root() == tmp_path
+    monkeypatch.delenv("CDIMLAB_DATA")
+    assert utils.default_data_root() == utils.REPO_ROOT / "data"
