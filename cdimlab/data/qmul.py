@@ -94,7 +94,9 @@ def _load_triplets(path: Path, split: str, n: int) -> list[np.ndarray]:
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a valid QMUL annotation file ({exc!r}); re-download it") from exc
     if len(raw) != n:
-        raise ValueError(f"{path}: {len(raw)} triplet lists for split {split!r} but {n} sketches; re-download it")
+        raise ValueError(
+            f"{path}: {len(raw)} triplet lists for split {split!r} but {n} sketches; re-download it"
+        )
     out = []
     for i, t in enumerate(raw):
         arr = np.asarray(t, dtype=np.int64).reshape(-1, 2)
@@ -144,7 +146,9 @@ def _subset(split: QMULSplit, keep: np.ndarray, name: str) -> QMULSplit:
                    triplets=trips)  # fmt: skip
 
 
-def train_val_split(split: QMULSplit, val_fraction: float = 0.1, seed: int = 0) -> tuple[QMULSplit, QMULSplit]:
+def train_val_split(
+    split: QMULSplit, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[QMULSplit, QMULSplit]:
     """Carve a validation set of sketch/photo pairs out of ``split`` (never select models on the test set).
 
     A seeded permutation picks ``round(N * val_fraction)`` (at least 1) instances; both parts keep their
@@ -180,7 +184,9 @@ class TripletSampler:
         if mode == "auto":
             mode = "annotated" if has_any else "true_match"
         if mode == "annotated" and not has_any:
-            raise ValueError(f"mode='annotated' but {split.category}/{split.split} has no triplets; use 'true_match'")
+            raise ValueError(
+                f"mode='annotated' but {split.category}/{split.split} has no triplets; use 'true_match'"
+            )
         self.mode, self.easy_prob, self.n = mode, float(easy_prob), len(split)
         counts = [len(t) for t in split.triplets] if mode == "annotated" else [0] * self.n
         self.counts = torch.tensor(counts, dtype=torch.long)

@@ -49,7 +49,9 @@ def _check_crop(x: Tensor, crop: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-def crop_boxes(x: Tensor, ys: Tensor, xs: Tensor, crop: tuple[int, int], flips: Tensor | None = None) -> Tensor:
+def crop_boxes(
+    x: Tensor, ys: Tensor, xs: Tensor, crop: tuple[int, int], flips: Tensor | None = None
+) -> Tensor:
     """Per-sample crops (and optional mirror) by index arithmetic: one gather, no Python loop per image.
 
     ``ys``/``xs`` are the top-left corners (B,), ``flips`` a bool (B,) mask. Returns (B, C, h, w), same dtype.

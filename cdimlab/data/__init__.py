@@ -1,0 +1,50 @@
+"""Datasets: QMUL FG-SBIR V1, ReID (Market-1501, DukeMTMC-reID, CUHK03), synthetic stand-ins, GPU-resident banks.
+
+Introduced in notebook 02 (data). See docs/ARCHITECTURE.md ("Data") for the contract.
+"""
+
+from .gpu import ImageBank
+from .qmul import QMUL_CATEGORIES, QMULSplit, TripletSampler, load_qmul_v1, train_val_split
+from .registry import DATASETS, SYNTH_DEFAULTS, DatasetLocation, SynthDefaults, locate_dataset
+from .reid import REID_DATASETS, ReIDData, decode_images, load_reid, parse_market_name, read_image
+from .synthetic import synthetic_reid, synthetic_sbir
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SKETCH_MEAN,
+    SKETCH_NORM_MEAN,
+    SKETCH_NORM_STD,
+    center_crop,
+    random_crop_flip,
+    ten_crop_views,
+)
+
+__all__ = [
+    "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "QMUL_CATEGORIES",
+    "REID_DATASETS",
+    "SKETCH_MEAN",
+    "SKETCH_NORM_MEAN",
+    "SKETCH_NORM_STD",
+    "SYNTH_DEFAULTS",
+    "DatasetLocation",
+    "ImageBank",
+    "QMULSplit",
+    "ReIDData",
+    "SynthDefaults",
+    "TripletSampler",
+    "center_crop",
+    "decode_images",
+    "load_qmul_v1",
+    "load_reid",
+    "locate_dataset",
+    "parse_market_name",
+    "random_crop_flip",
+    "read_image",
+    "synthetic_reid",
+    "synthetic_sbir",
+    "ten_crop_views",
+    "train_val_split",
+]

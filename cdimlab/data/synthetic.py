@@ -1,0 +1,487 @@
+"""Synthetic stand-ins written in the real formats: a QMUL-V1-style FG-SBIR set and a Market-1501-style ReID set.
+
+Introduced in notebook 01/02: every notebook runs on CPU in the smoke profile with these, and the same loaders read
+them as the real data. They are built so that the paper's point can show up: instances come in *families* that share
+a global shape and differ in small **local details** (buckles, bows, stripes, holes, laces on shoes; slats, holes,
+cushions on chairs; logos, bags, shoe colours on people), so identity rests partly on mid-level local evidence.
+
+FG-SBIR: the "photo edge map" is a clean render of an instance; the "sketch" is the same instance drawn again with
+distortion (wobbly jittered strokes, a small affine warp, dropped and extra strokes). Each sketch gets 10 candidate
+photos (the true match + its 9 nearest instances in generator-parameter space) and all 45 candidate pairs are
+labelled by parameter similarity to the true instance. Deterministic for a seed; numpy + PIL ImageDraw only.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io as sio
+from PIL import Image, ImageDraw
+
+from ..utils import atomic_write_bytes, atomic_write_text
+
+SBIR_TEMPLATES: dict[str, str] = {"shoes": "shoe", "chairs": "chair", "handbags": "bag"}
+_DETAILS: dict[str, tuple[str, ...]] = {
+    "shoe": ("buckle", "bow", "stripe", "holes", "laces"),
+    "chair": ("slats", "hole", "cushion", "stripe", "bar"),
+    "bag": ("buckle", "pocket", "stripe", "holes", "bow"),
+}
+# detail placement region (x0, y0, x1, y1) in unit coordinates, per template
+_REGION: dict[str, tuple[float, float, float, float]] = {
+    "shoe": (0.35, 0.45, 0.75, 0.62),
+    "chair": (0.35, 0.15, 0.65, 0.45),
+    "bag": (0.3, 0.45, 0.7, 0.75),
+}
+Poly = list[tuple[float, float]]
+
+
+# ------------------------------------------------------------------------------------------- FG-SBIR
+@dataclass
+class _Instance:
+    """Generator parameters of one object: global shape (family + jitter) and local details."""
+
+    shape: np.ndarray  # 4 global shape parameters in [0, 1]
+    details: dict[str, tuple[float, float]]  # detail type -> (u, v) position in the template's region
+
+    def vector(self, kinds: tuple[str, ...]) -> np.ndarray:
+        """Feature vector for similarity: shape + per detail type (present, u, v)."""
+        parts = [self.shape]
+        for k in kinds:
+            u, v = self.details.get(k, (0.0, 0.0))
+            parts.append(np.array([1.5 if k in self.details else 0.0, u, v]))
+        return np.concatenate(parts)
+
+
+def _make_instances(template: str, n: int, rng: np.random.Generator) -> list[_Instance]:
+    """Families of ~6 instances share a global shape; each instance draws 1-3 local details."""
+    kinds = _DETAILS[template]
+    out, family = [], rng.uniform(0, 1, 4)
+    for i in range(n):
+        if i % 6 == 0:
+            family = rng.uniform(0, 1, 4)
+        shape = np.clip(family + rng.normal(0, 0.03, 4), 0, 1)
+        chosen = rng.choice(len(kinds), size=int(rng.integers(1, 4)), replace=False)
+        details = {kinds[k]: (float(rng.uniform()), float(rng.uniform())) for k in sorted(chosen)}
+        out.append(_Instance(shape, details))
+    return out
+
+
+def _outline(template: str, s: np.ndarray) -> list[Poly]:
+    """Global outline polylines (unit coordinates) for a template and shape parameters ``s``."""
+    if template == "shoe":
+        base, heel, shaft, toe = 0.72, 0.12 * s[0], 0.1 + 0.3 * s[1], 0.78 + 0.1 * s[2]
+        top = base - 0.2 - 0.06 * s[3]
+        sole = [
+            (0.12, base - heel),
+            (0.3, base),
+            (toe, base),
+            (toe + 0.05, base - 0.06),
+            (toe - 0.02, base - 0.14),
+        ]
+        upper = [(toe - 0.02, base - 0.14), (0.6, top + 0.04), (0.42, top), (0.4, top - shaft), (0.16, top - shaft),
+                 (0.14, base - heel - 0.1), (0.12, base - heel)]  # fmt: skip
+        heel_block = [(0.12, base - heel), (0.12, base), (0.24, base)]
+        return [sole, upper, heel_block]
+    if template == "chair":
+        sw, sy, bh, lh = 0.25 + 0.12 * s[0], 0.55 + 0.05 * s[1], 0.25 + 0.15 * s[2], 0.2 + 0.1 * s[3]
+        x0, x1 = 0.5 - sw, 0.5 + sw
+        seat = [(x0, sy), (x1, sy), (x1 - 0.06, sy - 0.06), (x0 + 0.06, sy - 0.06), (x0, sy)]
+        back = [
+            (x0 + 0.06, sy - 0.06),
+            (x0 + 0.06, sy - 0.06 - bh),
+            (x1 - 0.06, sy - 0.06 - bh),
+            (x1 - 0.06, sy - 0.06),
+        ]
+        legs = [[(x0, sy), (x0, sy + lh)], [(x1, sy), (x1, sy + lh)], [(x0 + 0.08, sy), (x0 + 0.08, sy + lh - 0.04)],
+                [(x1 - 0.08, sy), (x1 - 0.08, sy + lh - 0.04)]]  # fmt: skip
+        return [seat, back, *legs]
+    # bag
+    w, h, hh, tilt = 0.25 + 0.12 * s[0], 0.25 + 0.12 * s[1], 0.1 + 0.15 * s[2], 0.08 * s[3]
+    x0, x1, y1 = 0.5 - w, 0.5 + w, 0.8
+    body = [(x0, y1), (x1, y1), (x1 - tilt, y1 - 2 * h), (x0 + tilt, y1 - 2 * h), (x0, y1)]
+    handle = [(0.5 - w / 2 + t * w, y1 - 2 * h - hh * np.sin(np.pi * t)) for t in np.linspace(0, 1, 9)]
+    return [body, handle]
+
+
+def _circle(cx: float, cy: float, r: float, n: int = 10) -> Poly:
+    return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in np.linspace(0, 2 * np.pi, n + 1)]
+
+
+def _detail(kind: str, cx: float, cy: float) -> list[Poly]:
+    """Polylines of one local detail centred at (cx, cy) (unit coordinates, ~0.05-0.15 across)."""
+    if kind == "buckle":
+        return [[(cx - 0.04, cy - 0.03), (cx + 0.04, cy - 0.03), (cx + 0.04, cy + 0.03), (cx - 0.04, cy + 0.03),
+                 (cx - 0.04, cy - 0.03)], [(cx, cy - 0.03), (cx, cy + 0.03)]]  # fmt: skip
+    if kind == "bow":
+        return [[(cx, cy), (cx - 0.05, cy - 0.03), (cx - 0.05, cy + 0.03), (cx, cy), (cx + 0.05, cy - 0.03),
+                 (cx + 0.05, cy + 0.03), (cx, cy)]]  # fmt: skip
+    if kind == "stripe":
+        return [
+            [(cx - 0.08, cy - 0.02), (cx + 0.08, cy + 0.02)],
+            [(cx - 0.08, cy + 0.01), (cx + 0.08, cy + 0.05)],
+        ]
+    if kind in ("holes", "hole"):
+        if kind == "hole":
+            return [_circle(cx, cy, 0.04, 12)]
+        return [_circle(cx - 0.05 + 0.05 * k, cy, 0.012, 6) for k in range(3)]
+    if kind == "laces":
+        return [[(cx - 0.05, cy - 0.04 + 0.03 * k), (cx + 0.05, cy - 0.01 + 0.03 * k)] for k in range(3)]
+    if kind == "slats":
+        return [[(cx - 0.04 + 0.04 * k, cy - 0.08), (cx - 0.04 + 0.04 * k, cy + 0.08)] for k in range(3)]
+    if kind == "cushion":
+        return [[(cx - 0.07, cy + 0.02), (cx - 0.05, cy - 0.03), (cx + 0.05, cy - 0.03), (cx + 0.07, cy + 0.02),
+                 (cx - 0.07, cy + 0.02)]]  # fmt: skip
+    if kind == "bar":
+        return [[(cx - 0.1, cy + 0.35), (cx + 0.1, cy + 0.35)]]
+    if kind == "pocket":
+        return [[(cx - 0.06, cy - 0.04), (cx - 0.06, cy + 0.04), (cx + 0.06, cy + 0.04), (cx + 0.06, cy - 0.04)],
+                [(cx - 0.06, cy - 0.04), (cx, cy), (cx + 0.06, cy - 0.04)]]  # fmt: skip
+    raise ValueError(f"unknown detail {kind!r}")
+
+
+def _strokes(template: str, inst: _Instance) -> tuple[list[Poly], list[Poly]]:
+    """(global outline strokes, local detail strokes) of an instance."""
+    x0, y0, x1, y1 = _REGION[template]
+    local: list[Poly] = []
+    for kind, (u, v) in inst.details.items():
+        local.extend(_detail(kind, x0 + u * (x1 - x0), y0 + v * (y1 - y0)))
+    return _outline(template, inst.shape), local
+
+
+def _wobble(poly: Poly, rng: np.random.Generator, amp: float) -> Poly:
+    """Resample a polyline every ~0.02 units and add smooth noise: a hand-drawn stroke."""
+    pts = np.asarray(poly, dtype=float)
+    dense = [pts[0]]
+    for a, b in itertools.pairwise(pts):
+        k = max(2, int(np.linalg.norm(b - a) / 0.02))
+        dense.extend(a + (b - a) * t for t in np.linspace(0, 1, k + 1)[1:])
+    d = np.asarray(dense)
+    noise = np.cumsum(rng.normal(0, amp, d.shape), axis=0)
+    noise -= np.linspace(0, 1, len(d))[:, None] * noise[-1]  # keep ends close to the original
+    return [tuple(p) for p in d + noise + rng.normal(0, amp * 0.5, d.shape)]
+
+
+def _render(polys: list[Poly], width: int, size: int = 256) -> np.ndarray:
+    """Draw unit-coordinate polylines black on white, uint8 (size, size)."""
+    img = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(img)
+    for p in polys:
+        draw.line([(x * size, y * size) for x, y in p], fill=0, width=width, joint="curve")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _sketch(template: str, inst: _Instance, rng: np.random.Generator) -> np.ndarray:
+    """The instance drawn from memory: affine warp, wobbly strokes, dropped/extra strokes."""
+    outline, local = _strokes(template, inst)
+    local = [p for p in local if rng.uniform() > 0.15]  # a missed detail stroke
+    polys = outline + local
+    if rng.uniform() < 0.3:  # a spurious stroke
+        cx, cy = rng.uniform(0.25, 0.75, 2)
+        polys.append([(cx, cy), (cx + rng.uniform(-0.1, 0.1), cy + rng.uniform(-0.1, 0.1))])
+    ang, sc = rng.uniform(-0.12, 0.12), rng.uniform(0.85, 1.08)
+    rot = sc * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    shift = rng.uniform(-0.06, 0.06, 2)
+    warped = [[tuple(rot @ (np.array(p) - 0.5) + 0.5 + shift) for p in poly] for poly in polys]
+    return _render([_wobble(p, rng, 0.0025) for p in warped], width=3)
+
+
+def _annotations(vectors: np.ndarray) -> tuple[list[list[list[int]]], list[np.ndarray]]:
+    """Per sketch: 10 candidates (true match + 9 nearest) and all 45 pairs ordered (closer, farther)."""
+    n = len(vectors)
+    dist = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)
+    out, cands = [], []
+    for i in range(n):
+        order = np.argsort(dist[i], kind="stable")
+        cand = [i] + [int(j) for j in order if j != i][: min(9, n - 1)]
+        pairs = []
+        for a, b in itertools.combinations(cand, 2):
+            pairs.append([a, b] if (dist[i, a], a) <= (dist[i, b], b) else [b, a])
+        out.append(pairs)
+        cands.append(np.array(cand))
+    return out, cands
+
+
+def _save_mat(path: Path, data: np.ndarray) -> None:
+    buf = io.BytesIO()
+    sio.savemat(buf, {"data": data}, do_compression=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def synthetic_sbir(
+    out_dir: str | Path, category: str = "shoes", n_train: int = 60, n_test: int = 30, seed: int = 0
+) -> Path:
+    """Write ``<out_dir>/<category>/`` in QMUL V1 format (sketch/edge .mat per split + annotation JSON).
+
+    ``category`` picks the template (shoes: shoe outlines, chairs, handbags). Returns the category folder.
+    Handbags also get an annotation file (like the real one, it is not used: true-match training).
+    """
+    if category not in SBIR_TEMPLATES:
+        raise ValueError(f"synthetic_sbir: category must be one of {tuple(SBIR_TEMPLATES)}, got {category!r}")
+    template = SBIR_TEMPLATES[category]
+    kinds = _DETAILS[template]
+    rng = np.random.default_rng([seed, list(SBIR_TEMPLATES).index(category)])
+    folder = Path(out_dir) / category
+    ann: dict[str, dict[str, list]] = {}
+    offset = 0
+    for split, n in (("train", n_train), ("test", n_test)):
+        if n < 2:
+            raise ValueError(f"n_{split} must be >= 2, got {n}")
+        insts = _make_instances(template, n, rng)
+        photos = np.stack([_render(_wobble_free(template, i), width=2) for i in insts])
+        sketches = np.stack([_sketch(template, i, rng) for i in insts])
+        triplets, _ = _annotations(np.stack([i.vector(kinds) for i in insts]))
+        _save_mat(folder / f"{category}_sketch_db_{split}.mat", sketches)
+        _save_mat(folder / f"{category}_edge_db_{split}.mat", photos)
+        ann[split] = {
+            "images": [f"{offset + k + 1}.jpg" for k in range(n)],
+            "sketches": [f"{offset + k + 1}.png" for k in range(n)],
+            "triplets": triplets,
+        }
+        offset += n
+    atomic_write_text(
+        folder / f"{category}_annotation.json", json.dumps({"test": ann["test"], "train": ann["train"]})
+    )
+    return folder
+
+
+def _wobble_free(template: str, inst: _Instance) -> list[Poly]:
+    """Clean strokes of an instance (the photo edge map)."""
+    outline, local = _strokes(template, inst)
+    return outline + local
+
+
+# ----------------------------------------------------------------------------------------------- ReID
+_PALETTE = np.array(
+    [[200, 30, 30], [30, 60, 200], [30, 150, 60], [230, 200, 40], [240, 240, 240], [25, 25, 25], [130, 70, 30],
+     [150, 50, 170], [240, 130, 30], [120, 120, 120], [60, 190, 200], [240, 160, 180]], dtype=float)  # fmt: skip
+
+
+@dataclass
+class _Person:
+    top: int
+    bottom: int
+    shoes: int
+    hat: int  # -1 none
+    bag: int  # -1 none
+    bag_side: int
+    logo: int  # -1 none, else colour; logo shape from logo_shape
+    logo_shape: int
+    logo_pos: float
+    stripes: bool
+    skin: float
+
+
+def _make_person(rng: np.random.Generator) -> _Person:
+    k = len(_PALETTE)
+    return _Person(
+        top=int(rng.integers(k)), bottom=int(rng.integers(k)), shoes=int(rng.integers(k)),
+        hat=int(rng.integers(k)) if rng.uniform() < 0.3 else -1, bag=int(rng.integers(k)) if rng.uniform() < 0.5 else -1,
+        bag_side=int(rng.integers(2)), logo=int(rng.integers(k)) if rng.uniform() < 0.7 else -1,
+        logo_shape=int(rng.integers(3)), logo_pos=float(rng.uniform(0.3, 0.7)), stripes=bool(rng.uniform() < 0.3),
+        skin=float(rng.uniform(0.5, 1.0)),
+    )  # fmt: skip
+
+
+@dataclass
+class _Camera:
+    bg: np.ndarray  # (2, 3) gradient colours
+    light: float
+    tint: np.ndarray
+
+
+def _make_camera(rng: np.random.Generator) -> _Camera:
+    return _Camera(
+        bg=rng.uniform(40, 220, (2, 3)), light=float(rng.uniform(0.7, 1.2)), tint=rng.uniform(0.9, 1.1, 3)
+    )
+
+
+def _col(idx: int, cam: _Camera, shade: float = 1.0) -> tuple[int, int, int]:
+    c = np.clip(_PALETTE[idx] * cam.light * cam.tint * shade, 0, 255)
+    return tuple(int(v) for v in c)
+
+
+def _draw_person(p: _Person | None, cam: _Camera, rng: np.random.Generator, size: tuple[int, int],
+                 junk: bool = False) -> Image.Image:  # fmt: skip
+    """One bounding box: camera background, a person with a per-image pose (shift/scale/lean)."""
+    h, w = size
+    grad = np.linspace(0, 1, h)[:, None, None]
+    bg = (cam.bg[0] * (1 - grad) + cam.bg[1] * grad) * np.ones((1, w, 1))
+    bg = bg + rng.normal(0, 6, bg.shape)
+    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
+    if p is None:  # distractor: background clutter only
+        d = ImageDraw.Draw(img)
+        for _ in range(3):
+            x, y = rng.uniform(0, w), rng.uniform(0, h)
+            d.rectangle(
+                [x, y, x + rng.uniform(5, 20), y + rng.uniform(5, 40)],
+                fill=tuple(int(v) for v in rng.uniform(0, 255, 3)),
+            )
+        return img
+    sc, dx, dy = rng.uniform(0.85, 1.05), rng.uniform(-0.08, 0.08) * w, rng.uniform(-0.04, 0.04) * h
+    cx = w / 2 + dx
+    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+
+    def y(v: float) -> float:
+        return h * (0.5 + (v - 0.5) * sc) + dy
+
+    def x(v: float) -> float:
+        return cx + v * w * sc
+
+    skin = tuple(int(v) for v in np.clip(np.array([230, 190, 160]) * p.skin * cam.light, 0, 255))
+    d.ellipse([x(-0.13), y(0.04), x(0.13), y(0.17)], fill=skin)
+    if p.hat >= 0:
+        d.rectangle([x(-0.15), y(0.02), x(0.15), y(0.07)], fill=_col(p.hat, cam))
+    d.rectangle([x(-0.22), y(0.18), x(0.22), y(0.52)], fill=_col(p.top, cam))
+    if p.stripes:
+        for k in range(3):
+            d.line(
+                [x(-0.22), y(0.25 + 0.08 * k), x(0.22), y(0.25 + 0.08 * k)],
+                fill=_col(p.top, cam, 0.5),
+                width=2,
+            )
+    if p.logo >= 0:
+        lx, ly, r = x(0.0), y(0.2 + 0.3 * p.logo_pos), 0.06 * w * sc
+        box = [lx - r, ly - r, lx + r, ly + r]
+        [
+            d.ellipse,
+            d.rectangle,
+            lambda b, fill: d.polygon([(b[0], b[3]), (b[2], b[3]), ((b[0] + b[2]) / 2, b[1])], fill=fill),
+        ][p.logo_shape](box, fill=_col(p.logo, cam))
+    d.rectangle([x(-0.2), y(0.52), x(-0.02), y(0.9)], fill=_col(p.bottom, cam))
+    d.rectangle([x(0.02), y(0.52), x(0.2), y(0.9)], fill=_col(p.bottom, cam, 0.9))
+    d.rectangle([x(-0.22), y(0.9), x(-0.02), y(0.95)], fill=_col(p.shoes, cam))
+    d.rectangle([x(0.02), y(0.9), x(0.22), y(0.95)], fill=_col(p.shoes, cam))
+    if p.bag >= 0:
+        side = -1 if p.bag_side == 0 else 1
+        d.rectangle([x(side * 0.22 - 0.08), y(0.42), x(side * 0.22 + 0.08), y(0.6)], fill=_col(p.bag, cam))
+    layer = layer.rotate(float(rng.uniform(-6, 6)), resample=Image.BILINEAR, center=(cx, h * 0.9))
+    img.paste(layer, (0, 0), layer)
+    if junk:  # a badly cropped box: only a slice of the person
+        arr = np.asarray(img).copy()
+        arr[: int(h * rng.uniform(0.4, 0.7))] = arr[-1:].mean(axis=(0, 1))
+        img = Image.fromarray(arr)
+    return img
+
+
+_LAYOUT_FOLDER = {"market1501": "Market-1501-v15.09.15", "dukemtmc": "DukeMTMC-reID", "cuhk03": "cuhk03-np"}
+
+
+def _name(layout: str, pid: int, cam: int, frame: int, bb: int) -> str:
+    """A file name in the dataset's own convention (all parse with ``([-\\d]+)_c(\\d)``)."""
+    p = f"{pid:04d}" if pid >= 0 else "-1"
+    if layout == "market1501":
+        return f"{p}_c{cam}s1_{frame:06d}_{bb:02d}.jpg"
+    if layout == "dukemtmc":
+        return f"{p}_c{cam}_f{frame:07d}.jpg"
+    return f"{p}_c{cam}_{frame:d}.png"
+
+
+def _encode(img: Image.Image, png: bool) -> bytes:
+    """PNG or JPEG bytes with fixed settings, so a seed gives the same bytes."""
+    buf = io.BytesIO()
+    if png:
+        img.save(buf, format="PNG", optimize=False)
+    else:
+        img.save(buf, format="JPEG", quality=90, optimize=False, progressive=False, subsampling=2)
+    return buf.getvalue()
+
+
+def synthetic_reid(
+    out_dir: str | Path,
+    n_train_ids: int = 24,
+    n_test_ids: int = 24,
+    n_cams: int = 4,
+    n_distractors: int = 12,
+    n_junk: int = 12,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 64),
+    layout: str = "market1501",
+) -> Path:
+    """Write a Market-1501-style folder of procedurally drawn people; returns the dataset folder.
+
+    ``layout="market1501"``: ``<out>/Market-1501-v15.09.15/{bounding_box_train,bounding_box_test,query,gt_bbox}``
+    named ``PPPP_cCsS_FFFFFF_BB.jpg``; ``"dukemtmc"``: ``<out>/DukeMTMC-reID/`` (no gt_bbox); ``"cuhk03"``:
+    ``<out>/cuhk03-np/{labeled,detected}/...`` (PNG, 2 cameras). Each id appears in 2..n_cams cameras with 2-3
+    images per camera; test ids give one query per camera they appear in, the rest go to the gallery; the test set
+    also holds junk (``-1``) and distractors (``0000``). Deterministic for a seed (fixed JPEG settings).
+    """
+    if layout not in _LAYOUT_FOLDER:
+        raise ValueError(f"layout must be one of {tuple(_LAYOUT_FOLDER)}, got {layout!r}")
+    if layout == "cuhk03":
+        n_cams = 2
+    if n_cams < 2:
+        raise ValueError("n_cams must be >= 2 (ReID matches across cameras)")
+    rng = np.random.default_rng(seed)
+    dataset = Path(out_dir) / _LAYOUT_FOLDER[layout]
+    staging = _staging(dataset)
+    pids = np.sort(rng.choice(np.arange(1, 1502), n_train_ids + n_test_ids, replace=False))
+    order = rng.permutation(len(pids))
+    train_pids, test_pids = set(pids[order[:n_train_ids]].tolist()), set(pids[order[n_train_ids:]].tolist())
+    try:
+        subsets = ["labeled", "detected"] if layout == "cuhk03" else [""]
+        for sub_i, sub in enumerate(subsets):
+            cams = [_make_camera(rng) for _ in range(n_cams)]
+            people = {int(p): _make_person(np.random.default_rng([seed, int(p)])) for p in pids}
+            put = _Writer(staging / sub if sub else staging, layout, rng, 1000 * (sub_i + 1))
+            for pid in (int(p) for p in pids):
+                seen = np.sort(rng.choice(n_cams, size=int(rng.integers(2, n_cams + 1)), replace=False))
+                for cam in seen:
+                    n_img = int(rng.integers(2, 4))
+                    imgs = [_draw_person(people[pid], cams[cam], rng, size) for _ in range(n_img)]
+                    if pid in train_pids:
+                        for im in imgs:
+                            put("bounding_box_train", pid, int(cam), im)
+                        continue
+                    put("query", pid, int(cam), imgs[0], bb=0)
+                    for im in imgs[1:]:
+                        put("bounding_box_test", pid, int(cam), im)
+                    if layout == "market1501":
+                        put("gt_bbox", pid, int(cam), imgs[0], bb=0)
+                        put("gt_bbox", pid, int(cam), _draw_person(people[pid], cams[cam], rng, size), bb=0)
+            for _ in range(n_junk):
+                pid = int(rng.choice(sorted(test_pids)))
+                cam = int(rng.integers(n_cams))
+                put("bounding_box_test", -1, cam, _draw_person(people[pid], cams[cam], rng, size, junk=True))
+            for _ in range(n_distractors):
+                cam = int(rng.integers(n_cams))
+                put("bounding_box_test", 0, cam, _draw_person(None, cams[cam], rng, size))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _publish(staging, dataset)
+
+
+class _Writer:
+    """Writes one box image under a fresh, increasing frame number, named in the layout's convention."""
+
+    def __init__(self, base: Path, layout: str, rng: np.random.Generator, frame: int) -> None:
+        self.base, self.layout, self.rng, self.frame = base, layout, rng, frame
+
+    def __call__(self, folder: str, pid: int, cam: int, img: Image.Image, bb: int = 1) -> None:
+        self.frame += int(self.rng.integers(5, 50))
+        path = self.base / folder / _name(self.layout, pid, cam + 1, self.frame, bb)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_encode(img, png=self.layout == "cuhk03"))
+
+
+def _staging(final: Path) -> Path:
+    """A fresh temp folder beside ``final`` (same file system, so publishing is one rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+
+
+def _publish(staging: Path, final: Path) -> Path:
+    """Replace ``final`` by ``staging`` (rename); a reader never sees a half-written dataset folder."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return final

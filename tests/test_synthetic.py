@@ -1,0 +1,128 @@
+"""Synthetic stand-ins (real formats, annotations, determinism, speed) and the dataset registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io as sio
+from scipy.ndimage import gaussian_filter
+
+from cdimlab.data.qmul import load_qmul_v1
+from cdimlab.data.registry import SYNTH_DEFAULTS, SynthDefaults, locate_dataset
+from cdimlab.data.reid import load_reid, parse_market_name
+from cdimlab.data.synthetic import synthetic_reid, synthetic_sbir
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("category", ["shoes", "chairs"])
+def test_sbir_format_and_annotations(tmp_path, category):
+    folder = synthetic_sbir(tmp_path, category, n_train=20, n_test=12, seed=0)
+    assert folder == tmp_path / category
+    mat = sio.loadmat(folder / f"{category}_sketch_db_train.mat")["data"]
+    assert mat.dtype == np.uint8 and mat.shape == (20, 256, 256)
+    ann = json.loads((folder / f"{category}_annotation.json").read_text())
+    assert set(ann) == {"train", "test"} and set(ann["test"]) == {"images", "sketches", "triplets"}
+    assert ann["test"]["images"][0] == "21.jpg" and len(ann["test"]["sketches"]) == 12
+    for split, n in (("train", 20), ("test", 12)):
+        s = load_qmul_v1(tmp_path, category, split)
+        assert len(s) == n
+        assert s.sketches.mean() > 220 and (s.sketches < 128).mean() > 0.005  # black strokes on white
+        for i, t in enumerate(s.triplets):
+            cands = s.candidates(i)
+            assert len(t) == 45 and len(cands) == 10 and i in cands
+            assert all(pos == i for pos, neg in t.tolist() if i in (pos, neg))  # true match always preferred
+
+
+def test_sketch_resembles_its_own_photo(tmp_path):
+    s = load_qmul_v1(synthetic_sbir(tmp_path, "shoes", 20, 10, seed=1).parent, "shoes", "train")
+
+    def feat(a):
+        f = gaussian_filter(255.0 - a.astype(float), sigma=(0, 4, 4)).reshape(len(a), -1)
+        f -= f.mean(1, keepdims=True)
+        return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+    sim = feat(s.sketches) @ feat(s.photos).T
+    rank_of_true = (sim > np.diag(sim)[:, None]).sum(1)
+    assert np.median(rank_of_true) < 5  # well above chance (median ~10) but not trivial
+    assert not np.array_equal(s.sketches, s.photos)
+
+
+def test_sbir_deterministic(tmp_path):
+    a = synthetic_sbir(tmp_path / "a", "chairs", 10, 6, seed=5)
+    b = synthetic_sbir(tmp_path / "b", "chairs", 10, 6, seed=5)
+    c = synthetic_sbir(tmp_path / "c", "chairs", 10, 6, seed=6)
+    assert _tree_hash(a) == _tree_hash(b) != _tree_hash(c)
+
+
+def test_reid_layout_queries_and_determinism(tmp_path):
+    t0 = time.perf_counter()
+    folder = synthetic_reid(tmp_path / "a")  # defaults
+    assert time.perf_counter() - t0 < 15  # a few seconds on 2 shared cores
+    assert folder.name == "Market-1501-v15.09.15"
+    d = load_reid("market1501", tmp_path / "a")
+    assert d.num_train_pids == 24 and d.num_query_pids == 24
+    gallery_cams = defaultdict(set)
+    for _, pid, cam in d.gallery:
+        gallery_cams[pid].add(cam)
+    qcams = defaultdict(list)
+    for p, pid, cam in d.query:
+        qcams[pid].append(cam)
+        assert gallery_cams[pid] - {cam}, f"query {p} has no match in another camera"
+    assert all(len(c) == len(set(c)) for c in qcams.values())  # one query per id per camera
+    pids = [pid for _, pid, _ in d.gallery]
+    assert pids.count(-1) == 12 and pids.count(0) == 12
+    names = [Path(p).name for p, _, _ in d.train]
+    assert all(parse_market_name(n) and len(n.split("_")) == 4 for n in names)
+    assert _tree_hash(folder) == _tree_hash(synthetic_reid(tmp_path / "b"))
+    assert _tree_hash(folder) != _tree_hash(synthetic_reid(tmp_path / "c", seed=1))
+
+
+def test_registry_synthetic_then_cached(tmp_path):
+    small = SynthDefaults(sbir_train=8, sbir_test=6, reid_train_ids=4, reid_test_ids=4)
+    loc = locate_dataset("shoes", tmp_path, synth=small)
+    assert loc.synthetic and loc.path == tmp_path / "synthetic" / "qmul_v1"
+    assert len(load_qmul_v1(loc.path, "shoes", "test")) == 6
+    mtime = (loc.path / "shoes" / "shoes_sketch_db_test.mat").stat().st_mtime_ns
+    assert locate_dataset("shoes", tmp_path, synth=small) == loc
+    assert (loc.path / "shoes" / "shoes_sketch_db_test.mat").stat().st_mtime_ns == mtime  # not regenerated
+    m = locate_dataset("market1501", tmp_path, synth=small)
+    assert m.synthetic and load_reid("market1501", m.path).num_train_pids == 4
+    c = locate_dataset("cuhk03_detected", tmp_path, synth=small)
+    assert load_reid("cuhk03_detected", c.path).num_query_pids == 4
+    hb = load_qmul_v1(locate_dataset("handbags", tmp_path, synth=small).path, "handbags", "train")
+    assert hb.num_triplets == 0
+    with pytest.raises(FileNotFoundError, match="download_qmul_v1.py"):
+        locate_dataset("chairs", tmp_path / "empty", allow_synthetic=False)
+    with pytest.raises(FileNotFoundError, match="prepare_reid.py market1501"):
+        locate_dataset("market1501", tmp_path / "empty", allow_synthetic=False)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        locate_dataset("mnist", tmp_path)
+    assert SYNTH_DEFAULTS.sbir_train == 60
+
+
+@pytest.mark.skipif(
+    not (SHARED / "reid").is_dir() or not (SHARED / "qmul_v1").is_dir(), reason="no ../shared/data"
+)
+def test_registry_finds_real_data(tmp_path):
+    (tmp_path / "reid").mkdir()
+    (tmp_path / "qmul_v1").symlink_to(SHARED / "qmul_v1")  # links only: real data never copied
+    (tmp_path / "reid" / "market1501").symlink_to(SHARED / "reid")
+    assert locate_dataset("shoes", tmp_path, allow_synthetic=False).synthetic is False
+    loc = locate_dataset("market1501", tmp_path, allow_synthetic=False)
+    assert not loc.synthetic and loc.path == tmp_path / "reid" / "market1501"
+    assert not (tmp_path / "synthetic").exists()
