@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from cdimlab.models.base import TappedBackbone
 
 POOLINGS = ("flatten", "gap")
-_FINAL_NAMES = {"conv": "fc7", "res": "pool5", "Mix": "pool"}
+# tap-name prefix -> the paper's name of that backbone's final layer (for FusionConfig.describe)
+_FINAL_NAMES = {"conv": "fc7", "res": "pool5", "Mixed": "pool"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class FusionConfig:
         if "final" in taps:
             raise ValueError("FusionConfig.taps lists mid-level layers; the final feature is always fused")
         if self.reduce_dim is not None and (not isinstance(self.reduce_dim, int) or self.reduce_dim < 1):
-            raise ValueError(f"FusionConfig.reduce_dim must be None or a positive int, got {self.reduce_dim!r}")
+            raise ValueError(
+                f"FusionConfig.reduce_dim must be None or a positive int, got {self.reduce_dim!r}"
+            )
 
     @property
     def vanilla(self) -> bool:
@@ -60,7 +63,8 @@ class FusionConfig:
 
         ``final_name`` defaults to the paper's name guessed from the tap names (fc7 / pool5 / pool).
         """
-        final = final_name or (_FINAL_NAMES.get(self.taps[0][:3], "final") if self.taps else "final")
+        guess = [v for k, v in _FINAL_NAMES.items() if self.taps and self.taps[0].startswith(k)]
+        final = final_name or (guess[0] if guess else "final")
         if self.vanilla:
             return f"Vanilla ({final_name or 'final layer'} only)"
         label = f"{'+'.join(self.taps)} {self.pooling}"
@@ -75,7 +79,9 @@ def paper_fusion(task: str, vanilla: bool = False) -> FusionConfig:
     if task == "fgsbir":
         return FusionConfig() if vanilla else FusionConfig(("conv5",), "flatten", None, True)
     if task == "reid":
-        return FusionConfig(l2_parts=False) if vanilla else FusionConfig(("res5a", "res5b"), "gap", 1024, False)
+        return (
+            FusionConfig(l2_parts=False) if vanilla else FusionConfig(("res5a", "res5b"), "gap", 1024, False)
+        )
     raise ValueError(f"task must be 'fgsbir' or 'reid', got {task!r}")
 
 
@@ -99,9 +105,13 @@ class MidLevelFusion(nn.Module):
         cfg: FusionConfig,
     ) -> None:
         super().__init__()
-        missing = [t for t in cfg.taps if t not in tap_channels or (cfg.pooling == "flatten" and t not in tap_sizes)]
+        missing = [
+            t for t in cfg.taps if t not in tap_channels or (cfg.pooling == "flatten" and t not in tap_sizes)
+        ]
         if missing:
-            raise ValueError(f"MidLevelFusion: no channels/size given for tap(s) {missing}; known {list(tap_channels)}")
+            raise ValueError(
+                f"MidLevelFusion: no channels/size given for tap(s) {missing}; known {list(tap_channels)}"
+            )
         self.cfg = cfg
         self.tap_sizes = {t: tuple(tap_sizes[t]) for t in cfg.taps if t in tap_sizes}
         self.pooled_dims = {t: _pooled_dim(tap_channels[t], tap_sizes.get(t), cfg.pooling) for t in cfg.taps}
@@ -147,17 +157,31 @@ def _pooled_dim(channels: int, size: tuple[int, int] | None, pooling: str) -> in
     return channels if pooling == "gap" else channels * size[0] * size[1]  # type: ignore[index]
 
 
-def build_fusion(backbone: TappedBackbone, cfg: FusionConfig, input_size=None) -> MidLevelFusion:
-    """A :class:`MidLevelFusion` sized for ``backbone`` at ``input_size`` (default: the backbone's)."""
+def _fusion_inputs(backbone: TappedBackbone, cfg: FusionConfig, input_size=None) -> tuple[dict, dict]:
+    """``tap_channels`` and ``tap_sizes`` (H, W) of ``cfg``'s taps on ``backbone`` at ``input_size``."""
     backbone._check_taps(cfg.taps)
     shapes = backbone.tap_shapes(input_size) if cfg.pooling == "flatten" and cfg.taps else {}
-    sizes = {t: tuple(shapes[t][1:]) for t in cfg.taps if t in shapes}
-    return MidLevelFusion(backbone.tap_channels, sizes, backbone.final_dim, cfg)
+    return backbone.tap_channels, {t: tuple(shapes[t][1:]) for t in cfg.taps if t in shapes}
 
 
-def fusion_dim(backbone: TappedBackbone, cfg: FusionConfig, input_size=None) -> int:
-    """Embedding size of ``cfg`` on ``backbone`` (e.g. 12,800 for the FG-SBIR paper config at 225)."""
-    return build_fusion(backbone, cfg, input_size).out_dim
+def build_fusion(
+    backbone: TappedBackbone, cfg: FusionConfig, input_size: int | tuple[int, int] | None = None
+) -> MidLevelFusion:
+    """A :class:`MidLevelFusion` sized for ``backbone`` at ``input_size`` (default: the backbone's)."""
+    channels, sizes = _fusion_inputs(backbone, cfg, input_size)
+    return MidLevelFusion(channels, sizes, backbone.final_dim, cfg)
+
+
+def fusion_dim(
+    backbone: TappedBackbone, cfg: FusionConfig, input_size: int | tuple[int, int] | None = None
+) -> int:
+    """Embedding size of ``cfg`` on ``backbone`` (e.g. 12,800 for the FG-SBIR paper config at 225).
+
+    The fusion is built on the meta device, so even a huge flatten + FC layer costs no memory.
+    """
+    channels, sizes = _fusion_inputs(backbone, cfg, input_size)
+    with torch.device("meta"):
+        return MidLevelFusion(channels, sizes, backbone.final_dim, cfg).out_dim
 
 
 class EmbeddingNet(nn.Module):

@@ -31,7 +31,9 @@ def build_backbone(name: str, **kw: Any) -> TappedBackbone:
         weights = kw.pop("weights", None)
         model = SketchANet(**kw)
         if weights == "imagenet":
-            raise ValueError("sketchanet has no ImageNet weights; use weights=None or a local Sketch-a-Net file")
+            raise ValueError(
+                "sketchanet has no ImageNet weights; use weights=None or a local Sketch-a-Net file"
+            )
         if weights is not None:
             load_sketchanet_weights(model, weights)
         return model

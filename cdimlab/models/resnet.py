@@ -62,11 +62,11 @@ class ResNet50Backbone(TappedBackbone):
         yield "stem", lambda x: self.maxpool(self.relu(self.bn1(self.conv1(x))))
         yield "res2", self.layer1
         yield "res3", self.layer2
-        for name, block in zip(_RES4, self.layer3):
+        for name, block in zip(_RES4, self.layer3, strict=True):
             yield name, block
             if name == "res4f":
                 yield "res4", _identity
-        for name, block in zip(_RES5, self.layer4):
+        for name, block in zip(_RES5, self.layer4, strict=True):
             yield name, block
         yield "pool5", lambda x: x.mean(dim=(2, 3))
 

@@ -37,7 +37,9 @@ class SketchANet(TappedBackbone):
 
     tap_names = ("conv3", "conv4", "conv5")
 
-    def __init__(self, input_size: int | tuple[int, int] = 225, dropout: float = 0.5, in_channels: int = 1) -> None:
+    def __init__(
+        self, input_size: int | tuple[int, int] = 225, dropout: float = 0.5, in_channels: int = 1
+    ) -> None:
         super().__init__()
         self.input_size = _pair(input_size)
         self.in_channels = in_channels
@@ -94,7 +96,10 @@ def _pool5_size(input_size: tuple[int, int]) -> tuple[int, int]:
 
 def _expected_shapes(model: SketchANet) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """PyTorch (weight, bias) shapes of each layer of ``model``."""
-    return {n: (tuple(getattr(model, n).weight.shape), tuple(getattr(model, n).bias.shape)) for n in SKETCHANET_LAYERS}
+    return {
+        n: (tuple(getattr(model, n).weight.shape), tuple(getattr(model, n).bias.shape))
+        for n in SKETCHANET_LAYERS
+    }
 
 
 def _find_layer(raw: dict, name: str) -> object | None:
@@ -115,7 +120,9 @@ def _wb(entry: object) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)
 
 
-def _to_torch_weight(name: str, w: np.ndarray, want: tuple[int, ...], pool5: tuple[int, int, int]) -> np.ndarray:
+def _to_torch_weight(
+    name: str, w: np.ndarray, want: tuple[int, ...], pool5: tuple[int, int, int]
+) -> np.ndarray:
     """Convert one TF-layout weight to the PyTorch layout ``want``.
 
     Conv kernels are HWIO -> OIHW. ``fc6`` may be stored as a 7x7 conv kernel (HWIO) or as an (in, out) matrix
@@ -158,7 +165,9 @@ def load_sketchanet_weights(model: SketchANet, path: str | os.PathLike) -> Sketc
         for name, (w_shape, _) in expected.items():
             entry = _find_layer(raw, name)
             if entry is None:
-                raise ValueError(_mismatch(path, expected, f"layer {name!r} not found (file has {sorted(raw)})"))
+                raise ValueError(
+                    _mismatch(path, expected, f"layer {name!r} not found (file has {sorted(raw)})")
+                )
             w, b = _wb(entry)
             state[f"{name}.weight"] = torch.from_numpy(
                 np.ascontiguousarray(_to_torch_weight(name, w, w_shape, model.pool5_shape))

@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 # The torchvision weights enums that hold the canonical file names; the first one is preferred.
-_ENUMS = {"resnet50": ("ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
-          "inception_v3": ("Inception_V3_Weights", ("IMAGENET1K_V1",))}
+_ENUMS = {
+    "resnet50": ("ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
+    "inception_v3": ("Inception_V3_Weights", ("IMAGENET1K_V1",)),
+}
 # Keys of the torchvision checkpoint the backbones drop on purpose (classifier heads).
 _DROPPED_PREFIXES = ("fc.", "AuxLogits.")
 
