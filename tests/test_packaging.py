@@ -40,7 +40,9 @@ def _environment_names() -> set[str]:
 
 def test_environment_and_pyproject_name_the_same_packages() -> None:
     py, env = _pyproject_names(), _environment_names()
-    assert py == env, f"only in pyproject.toml: {sorted(py - env)}; only in environment.yml: {sorted(env - py)}"
+    assert py == env, (
+        f"only in pyproject.toml: {sorted(py - env)}; only in environment.yml: {sorted(env - py)}"
+    )
 
 
 def test_dependencies_are_ranges_not_pins() -> None:
