@@ -1,0 +1,318 @@
+"""The feature-map explorer of notebook 07: pick an image pair, a layer and a filter; see both maps side by side.
+
+Two layers, so that each can be tested on its own:
+
+* :func:`render` is pure: images + maps + an :class:`ExplorerState` in, a ``matplotlib`` Figure out. Tests call it
+  directly and compare pixels.
+* :class:`FeatureMapExplorer` holds a model and two aligned image sets (sketch i <-> photo i, or camera A <-> camera
+  B of one identity), computes feature maps lazily with a per-(pair, layer) cache, and wires ipywidgets 8 controls
+  (pair slider, layer dropdown, filter slider, overlay toggle, alpha slider) to :func:`render` through an
+  ``ipywidgets.Output``. Setting ``explorer.controls["filter"].value = 3`` in pytest re-renders exactly as moving
+  the slider in JupyterLab does. Without ipywidgets or outside a kernel, :meth:`FeatureMapExplorer.show` falls back
+  to a static figure and says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from cdimlab.utils import resolve_device
+from cdimlab.viz.feature_maps import (
+    ImageLike,
+    _check_pair_maps,
+    activation_similarity,
+    as_batch,
+    draw_heat,
+    draw_image,
+    find_backbone,
+    new_figure,
+    to_display,
+    top_filters,
+    upsample_map,
+)
+
+
+@dataclass(frozen=True)
+class ExplorerState:
+    """What the explorer shows: pair index, layer (tap name), filter index, overlay on/off and its alpha."""
+
+    pair: int = 0
+    layer: str = ""
+    filter: int = 0
+    overlay: bool = True
+    alpha: float = 0.5
+
+
+def _check_state(state: ExplorerState, num_filters: int) -> None:
+    """ValueError naming the argument when the filter index or alpha is out of range."""
+    if not 0 <= state.filter < num_filters:
+        raise ValueError(
+            f"filter={state.filter} is out of range: layer {state.layer!r} has {num_filters} filters "
+            f"(valid: 0..{num_filters - 1})"
+        )
+    if not 0.0 <= state.alpha <= 1.0:
+        raise ValueError(f"alpha={state.alpha} must be in [0, 1]")
+
+
+def render(
+    img_a: ImageLike,
+    img_b: ImageLike,
+    maps_a: Tensor,
+    maps_b: Tensor,
+    state: ExplorerState | None = None,
+    *,
+    labels: tuple[str, str] = ("sketch", "photo"),
+    **kwargs: Any,
+) -> Figure:
+    """Draw one explorer view: image A | filter map on A | image B | filter map on B (four axes).
+
+    ``maps_a``/``maps_b`` are the ``(C, h, w)`` maps of the chosen layer for the two images. The state comes from
+    ``state`` and/or keyword overrides (``layer=``, ``filter=``, ``pair=``, ``overlay=``, ``alpha=``). Titles name
+    the pair, the layer and the filter; the figure title gives the cosine similarity of the two maps (how alike the
+    filter fires in both domains). A filter index outside the layer raises ValueError naming ``filter``.
+    """
+    unknown = set(kwargs) - set(ExplorerState.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"render() got unknown arguments {sorted(unknown)}")
+    state = replace(state or ExplorerState(), **kwargs)
+    a, b = _check_pair_maps(maps_a, maps_b)
+    _check_state(state, a.shape[0])
+    f = state.filter
+    sim = float(activation_similarity(a[f : f + 1], b[f : f + 1])[0])
+    layer = state.layer or "layer"
+    fig = new_figure(10.0, 3.0)
+    axes = fig.subplots(1, 4)
+    for side, (img, maps, label) in enumerate(((img_a, a, labels[0]), (img_b, b, labels[1]))):
+        shown = to_display(img)
+        heat = upsample_map(maps[f], shown.shape[:2])
+        draw_image(axes[2 * side], shown, f"{label} (pair {state.pair})")
+        draw_heat(axes[2 * side + 1], shown, heat, state.alpha, state.overlay, f"{layer} filter {f}: {label}")
+    fig.suptitle(
+        f"{layer}, filter {state.filter}: cosine similarity of the two maps = {sim:.2f} "
+        f"(mean activation {a[state.filter].mean():.3g} / {b[state.filter].mean():.3g})",
+        fontsize=10,
+    )
+    return fig
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (where a widget can have a frontend); False in plain Python / pytest."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+class FeatureMapExplorer:
+    """Interactive explorer over aligned pairs ``(images_a[i], images_b[i])`` for the layers in ``taps``.
+
+    ``images_*`` are float model inputs ``(N, C, H, W)`` (or uint8 arrays, see :func:`cdimlab.viz.as_batch`);
+    ``preprocess`` is applied before the model (not to the displayed image). Feature maps are computed for one
+    pair at a time, all requested taps in one forward pass, and cached per (pair, layer). Introduced in notebook 07.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images_a: ImageLike,
+        images_b: ImageLike,
+        taps: Sequence[str],
+        device: str | torch.device = "cpu",
+        *,
+        labels: tuple[str, str] = ("sketch", "photo"),
+        preprocess: Callable[[Tensor], Tensor] | None = None,
+        initial: ExplorerState | None = None,
+    ) -> None:
+        self.backbone = find_backbone(model)
+        self.images_a = as_batch(images_a, "images_a")
+        self.images_b = as_batch(images_b, "images_b")
+        if len(self.images_a) != len(self.images_b) or len(self.images_a) == 0:
+            raise ValueError(
+                f"images_a and images_b must be non-empty and aligned (pair i = images_a[i], images_b[i]); "
+                f"got {len(self.images_a)} and {len(self.images_b)} images"
+            )
+        self.taps = self.backbone._check_taps(taps)
+        if not self.taps:
+            raise ValueError(f"taps must name at least one layer of {self.backbone.tap_names}")
+        self.device = resolve_device(device)
+        self.labels = labels
+        self.preprocess = preprocess
+        self._cache: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+        self.forward_passes = 0
+        self.last_figure: Figure | None = None
+        if initial is None:  # start on the filter that fires most strongly and alike on the first pair
+            self.state = ExplorerState(layer=self.taps[0])
+            self.state = replace(self.state, filter=self.suggested_filters(1)[0])
+        else:
+            self.state = initial if initial.layer in self.taps else replace(initial, layer=self.taps[0])
+        self._widget = None
+        self._syncing = False
+        self.controls: dict[str, Any] = {}
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.images_a)
+
+    @torch.no_grad()
+    def maps(self, pair: int, layer: str) -> tuple[Tensor, Tensor]:
+        """``(maps_a, maps_b)``, each ``(C, h, w)``, for one pair and layer; cached, all taps computed at once."""
+        if not 0 <= pair < len(self):
+            raise ValueError(f"pair={pair} is out of range: there are {len(self)} pairs (0..{len(self) - 1})")
+        if layer not in self.taps:
+            raise ValueError(f"layer={layer!r} is not one of the explorer's taps {list(self.taps)}")
+        if (pair, layer) not in self._cache:
+            x = torch.stack([self.images_a[pair], self.images_b[pair]]).to(self.device)
+            x = self.preprocess(x) if self.preprocess is not None else x
+            flags = {m: m.training for m in self.backbone.modules()}
+            self.backbone.eval()
+            try:
+                out = self.backbone.forward_taps(x, self.taps)
+            finally:
+                for m, flag in flags.items():
+                    m.training = flag
+            self.forward_passes += 1
+            for tap in self.taps:
+                fm = out[tap].float().cpu()
+                self._cache[(pair, tap)] = (fm[0], fm[1])
+        return self._cache[(pair, layer)]
+
+    def num_filters(self, layer: str) -> int:
+        """Channels of ``layer`` (from the backbone's ``tap_channels`` when given, else from a forward pass)."""
+        channels = getattr(self.backbone, "tap_channels", {}) or {}
+        return (
+            int(channels[layer]) if layer in channels else int(self.maps(self.state.pair, layer)[0].shape[0])
+        )
+
+    def suggested_filters(self, k: int = 5, pair: int | None = None, layer: str | None = None) -> list[int]:
+        """Top-``k`` filters (:func:`cdimlab.viz.top_filters`) for ``pair``/``layer`` (default: the current ones)."""
+        a, b = self.maps(self.state.pair if pair is None else pair, layer or self.state.layer)
+        return top_filters(a, b, k)
+
+    def render(self, state: ExplorerState | None = None) -> Figure:
+        """Figure for ``state`` (default: the current state); stores it as :attr:`last_figure`."""
+        st = state or self.state
+        a, b = self.maps(st.pair, st.layer)
+        self.last_figure = render(
+            self.images_a[st.pair], self.images_b[st.pair], a, b, st, labels=self.labels
+        )
+        return self.last_figure
+
+    # ---- widgets --------------------------------------------------------------------------------------------
+    @property
+    def widget(self):
+        """The ipywidgets ``VBox`` (controls + output), built on first access; ImportError without ipywidgets."""
+        if self._widget is None:
+            self._widget = self._build_widget()
+        return self._widget
+
+    def _build_widget(self):
+        """Create the controls, observe their ``value`` and render the first view into the Output."""
+        import ipywidgets as w
+
+        st = self.state
+        c = {
+            "pair": w.IntSlider(value=st.pair, min=0, max=len(self) - 1, description="pair"),
+            "layer": w.Dropdown(options=list(self.taps), value=st.layer, description="layer"),
+            "filter": w.IntSlider(
+                value=st.filter, min=0, max=self.num_filters(st.layer) - 1, description="filter"
+            ),
+            "overlay": w.ToggleButton(value=st.overlay, description="overlay on image"),
+            "alpha": w.FloatSlider(value=st.alpha, min=0.0, max=1.0, step=0.05, description="alpha"),
+        }
+        c["filter"].continuous_update = False
+        c["pair"].continuous_update = False
+        self.controls = c
+        self.hint = w.HTML()
+        self.output = w.Output()
+        for key, ctrl in c.items():
+            ctrl.observe(self._on_change, names="value")
+            ctrl.add_class(f"cdimlab-{key}")
+        self.output.add_class("cdimlab-output")
+        self._refresh()
+        rows = [w.HBox([c["pair"], c["layer"]]), w.HBox([c["filter"], c["overlay"], c["alpha"]]), self.hint]
+        box = w.VBox([*rows, self.output])
+        box.add_class("cdimlab-explorer")
+        return box
+
+    def _on_change(self, change: dict) -> None:
+        """Copy the controls into :attr:`state` (the filter range follows the layer) and re-render."""
+        if self._syncing:
+            return
+        c = self.controls
+        layer = c["layer"].value
+        nf = self.num_filters(layer)
+        if c["filter"].max != nf - 1:
+            self._syncing = True  # changing max may clamp value; that event must not render a stale state
+            try:
+                c["filter"].max = nf - 1
+            finally:
+                self._syncing = False
+        self.state = ExplorerState(
+            pair=int(c["pair"].value),
+            layer=layer,
+            filter=min(int(c["filter"].value), nf - 1),
+            overlay=bool(c["overlay"].value),
+            alpha=float(c["alpha"].value),
+        )
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Render the current state into the Output widget and update the suggested-filters hint."""
+        fig = self.render()
+        self.hint.value = (
+            f"<small>Filters that fire strongly and alike on this pair at {self.state.layer}: "
+            f"{', '.join(map(str, self.suggested_filters(5)))}</small>"
+        )
+        if _in_kernel():
+            from IPython.display import clear_output, display
+
+            with self.output:
+                clear_output(wait=True)
+                display(fig)
+
+    def show(self, mode: str = "auto") -> None:
+        """Display the explorer: the widget (``mode="widget"``), a static figure (``"static"``), or ``"auto"``.
+
+        ``auto`` uses the widget inside a Jupyter kernel with ipywidgets installed; otherwise (plain Python,
+        ``CDIMLAB_STATIC_WIDGETS=1``, ipywidgets missing) it shows the static figure of the current state with a
+        note. Returns None (so a notebook cell ending in ``explorer.show()`` does not display twice); the widget
+        is :attr:`widget` and the figure :attr:`last_figure`.
+        """
+        if mode not in ("auto", "widget", "static"):
+            raise ValueError(f"mode must be 'auto', 'widget' or 'static', got {mode!r}")
+        in_kernel = _in_kernel()
+        use_widget = mode == "widget" or (
+            mode == "auto" and in_kernel and os.environ.get("CDIMLAB_STATIC_WIDGETS", "") != "1"
+        )
+        if use_widget:
+            try:
+                box = self.widget
+            except ImportError as err:
+                if mode == "widget":
+                    raise ImportError(
+                        "the explorer widget needs ipywidgets>=8: pip install ipywidgets"
+                    ) from err
+            else:
+                if in_kernel:
+                    from IPython.display import display
+
+                    display(box)
+                return
+        fig = self.render()
+        print(
+            "Interactive controls are unavailable here (no Jupyter kernel with ipywidgets); showing a static "
+            f"figure of {self.state}. Draw another view with explorer.render(ExplorerState(...))."
+        )
+        if in_kernel:
+            from IPython.display import display
+
+            display(fig)
