@@ -1,0 +1,201 @@
+"""Paper vs here: the tables 3-11 rendered from result JSONs (markdown + HTML) with one plot per table.
+
+Introduced in notebook 06 (reproducing the tables) and written by ``python -m cdimlab reproduce``. Numbers come
+from ``results/full/<name>.json`` (committed GPU runs of the paper's schedule) when present, else from the
+requested profile (``results/smoke/``: tiny CPU runs on synthetic data, which only show the pipeline runs);
+every row says which profile and which data (synthetic or real) its number came from.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cdimlab.utils import REPO_ROOT, atomic_write_bytes, atomic_write_text
+
+DASH = "—"
+METRIC_LABEL = {"acc@1": "acc@1", "acc@10": "acc@10", "mAP": "mAP", "rank1": "R1", "mq_mAP": "MQ mAP",
+                "mq_rank1": "MQ R1"}  # fmt: skip
+
+
+def load_results(
+    results_dir: str | os.PathLike | None = None, profile: str = "smoke", prefer_full: bool = True
+) -> dict[str, dict[str, Any]]:
+    """``{experiment: record}`` from ``<results_dir>/<profile>/*.json``; records from ``full/`` win when
+    ``prefer_full``. Each record gets ``"_source"``: the profile folder it came from. Unreadable files are skipped
+    with a warning naming them."""
+    import warnings
+
+    root = Path(results_dir) if results_dir is not None else REPO_ROOT / "results"
+    folders = [profile] + (["full"] if prefer_full and profile != "full" else [])
+    out: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        for path in sorted((root / folder).glob("*.json")):
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                warnings.warn(f"skipping unreadable result file {path}: {err}", stacklevel=2)
+                continue
+            if not isinstance(rec, dict) or "metrics" not in rec:
+                continue
+            rec["_source"] = folder
+            out[rec.get("experiment", path.stem)] = rec
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return DASH if v is None else f"{100 * v:.2f}"
+
+
+def _delta(here: float | None, paper: float | None) -> str:
+    return DASH if here is None or paper is None else f"{100 * (here - paper):+.2f}"
+
+
+def table_rows(table: Any, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat rows of one paper table: label, group, source, and per metric paper / here / delta (strings)."""
+    rows = []
+    for row in table.rows:
+        rec = results.get(row.experiment) if row.experiment else None
+        r: dict[str, Any] = {"group": row.group, "label": row.label, "experiment": row.experiment or ""}
+        if row.cited:
+            r["source"] = f"cited {row.cited}, not re-run"
+        elif rec is None:
+            r["source"] = "not run yet"
+        else:
+            data = "synthetic" if rec.get("data", {}).get("synthetic") else "real"
+            r["source"] = f"{rec['_source']} ({data} data)"
+        for m in table.metrics:
+            paper = row.paper.get(m)
+            here = rec["metrics"].get(m) if rec else None
+            r[m] = (paper, here)
+        rows.append(r)
+    return rows
+
+
+def render_markdown(table: Any, results: dict[str, dict[str, Any]]) -> str:
+    """One table as markdown: per metric the paper's number, ours, and the difference (percentage points)."""
+    head = (
+        ["", "row"]
+        + [f"{METRIC_LABEL[m]} {w}" for m in table.metrics for w in ("paper", "here", "Δ")]
+        + ["source"]
+    )
+    lines = [f"### Table {table.number}. {table.title}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]  # fmt: skip
+    for r in table_rows(table, results):
+        cells = [r["group"], r["label"] + (f" (`{r['experiment']}`)" if r["experiment"] else "")]
+        for m in table.metrics:
+            p, h = r[m]
+            cells += [_pct(p), _pct(h), _delta(h, p)]
+        lines.append("| " + " | ".join(cells + [r["source"]]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(table: Any, results: dict[str, dict[str, Any]]) -> str:
+    """One table as an HTML <table> (cited rows greyed)."""
+    head = (
+        ["", "row"]
+        + [f"{METRIC_LABEL[m]} {w}" for m in table.metrics for w in ("paper", "here", "Δ")]
+        + ["source"]
+    )
+    out = [f"<h3>Table {table.number}. {html.escape(table.title)}</h3>", "<table>",
+           "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]  # fmt: skip
+    for r in table_rows(table, results):
+        cells = [r["group"], r["label"] + (f" <code>{r['experiment']}</code>" if r["experiment"] else "")]
+        for m in table.metrics:
+            p, h = r[m]
+            cells += [_pct(p), _pct(h), _delta(h, p)]
+        cls = ' class="cited"' if r["source"].startswith("cited") else ""
+        cells.append(html.escape(r["source"]))
+        out.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def plot_table(
+    table: Any, results: dict[str, dict[str, Any]], path: str | os.PathLike | None = None, ax=None
+):
+    """Grouped bars, paper vs here, for the re-run rows of ``table`` (first two metrics). Saved as PNG if ``path``."""
+    import matplotlib
+
+    if path is not None and ax is None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in table_rows(table, results) if r["experiment"] and not r["source"].startswith("cited")]
+    metrics = table.metrics[:2]
+    fig = None
+    if ax is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.2 * len(rows), 3.6), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = [ax]
+        metrics = metrics[:1]
+    labels = [(r["group"] + " " if r["group"] else "") + r["label"] for r in rows]
+    x = np.arange(len(rows))
+    for a, m in zip(axes, metrics, strict=False):
+        paper = [100 * (r[m][0] if r[m][0] is not None else np.nan) for r in rows]
+        here = [100 * (r[m][1] if r[m][1] is not None else np.nan) for r in rows]
+        a.bar(x - 0.2, paper, 0.4, label="paper", color="#999999")
+        a.bar(x + 0.2, here, 0.4, label="here", color="#1f77b4")
+        a.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+        a.set_ylabel(f"{METRIC_LABEL[m]} (%)")
+        a.set_ylim(0, 100)
+        a.set_title(f"Table {table.number}: {METRIC_LABEL[m]}", fontsize=9)
+        a.legend(fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+        if path is not None:
+            import io
+
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=90)
+            plt.close(fig)
+            atomic_write_bytes(path, buf.getvalue())
+    return axes
+
+
+def write_report(
+    results_dir: str | os.PathLike | None = None,
+    profile: str = "smoke",
+    tables: list[int] | None = None,
+    plots: bool = True,
+) -> dict[str, Path]:
+    """Write ``<results_dir>/<profile>/REPORT.md``, ``report.html`` and ``plots/table_<n>.png``; return the paths."""
+    from cdimlab.experiments import PAPER_TABLES
+
+    results_dir = Path(results_dir) if results_dir is not None else REPO_ROOT / "results"
+    results = load_results(results_dir, profile)
+    out = results_dir / profile
+    nums = sorted(tables) if tables else sorted(PAPER_TABLES)
+    sources = sorted({r["_source"] for r in results.values()})
+    intro = (
+        f"# The Devil is in the Middle: paper vs here ({profile} profile)\n\n"
+        f"Numbers are percentages. 'here' comes from {results_dir}/<profile>/*.json; profiles used: "
+        f"{', '.join(sources) or 'none yet'}. Rows from `full` are GPU runs of the paper's schedule; rows from "
+        "`smoke` are tiny CPU runs (usually on synthetic data) that only show the pipeline works and are NOT "
+        "comparable to the paper. Cited rows are the paper's competitor numbers, not re-run. — = not available. "
+        "FG-SBIR acc@K uses the protocol in each run's config (`eval_protocol`: 10view or center).\n"
+    )
+    md, body = [intro], []
+    for n in nums:
+        t = PAPER_TABLES[n]
+        md.append(render_markdown(t, results))
+        body.append(render_html(t, results))
+        if plots:
+            png = out / "plots" / f"table_{n}.png"
+            plot_table(t, results, png)
+            md.append(f"![Table {n}](plots/table_{n}.png)\n")
+            body.append(f'<img src="plots/table_{n}.png" alt="Table {n} paper vs here">')
+    style = ("<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
+             "tr.cited{color:#888}</style>")  # fmt: skip
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cdimlab report ({profile})</title>{style}"
+            f"</head><body><p>{html.escape(intro)}</p>" + "\n".join(body) + "</body></html>\n")  # fmt: skip
+    paths = {"markdown": out / "REPORT.md", "html": out / "report.html"}
+    atomic_write_text(paths["markdown"], "\n".join(md))
+    atomic_write_text(paths["html"], page)
+    return paths

@@ -1,0 +1,154 @@
+"""Experiment registry: every trained row of Tables 3-11, the paper's numbers, shared runs; run_experiment records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cdimlab.experiments import (
+    EXPERIMENTS,
+    PAPER_TABLES,
+    experiments_for_tables,
+    get_experiment,
+    run_experiment,
+)
+from cdimlab.fusion import FusionConfig
+
+
+def test_tables_3_to_11_with_expected_row_counts():
+    assert sorted(PAPER_TABLES) == list(range(3, 12))
+    counts = {n: len(t.rows) for n, t in PAPER_TABLES.items()}
+    # T3: 7 paper rows + our HOG row per category; T4: 11 cited + 2; T5: 5 + 2; T6: (3 + 2) x 2 settings
+    assert counts == {3: 24, 4: 13, 5: 7, 6: 10, 7: 4, 8: 5, 9: 2, 10: 2, 11: 6}
+
+
+def test_every_trained_row_has_an_experiment_and_cited_rows_have_none():
+    for table in PAPER_TABLES.values():
+        for row in table.rows:
+            if row.cited:
+                assert row.experiment is None, row
+            else:
+                assert row.experiment in EXPERIMENTS, row
+                assert EXPERIMENTS[row.experiment].paper == row.paper, row
+    trained = {r.experiment for t in PAPER_TABLES.values() for r in t.rows if r.experiment}
+    assert trained == set(EXPERIMENTS)  # no orphan experiments
+
+
+def test_shared_rows_share_one_experiment():
+    def name(table: int, label: str, group: str = "") -> str:
+        return next(
+            r.experiment for r in PAPER_TABLES[table].rows if r.label == label and r.group.startswith(group)
+        )
+
+    assert (
+        name(3, "Ours", "QMUL-Shoe")
+        == name(7, "conv5 (Ours)")
+        == name(9, "Flattening (Ours)")
+        == "shoes_ours"
+    )
+    assert name(4, "Ours") == name(8, "res5(a,b) (Ours)") == name(10, "GAP (Ours)") == "market_ours"
+    names = experiments_for_tables(None)
+    assert len(names) == len(set(names)) == len(EXPERIMENTS)
+    assert names.index("market_vanilla") < names.index("market_vanilla_fusion")
+
+
+@pytest.mark.parametrize(
+    "name, metric, value",
+    [
+        ("shoes_ours", "acc@1", 0.6435),
+        ("shoes_vanilla", "acc@10", 0.9217),
+        ("chairs_ours", "acc@1", 0.8454),
+        ("handbags_vanilla", "acc@1", 0.3988),
+        ("market_ours", "mAP", 0.7555),
+        ("market_ours", "mq_rank1", 0.9332),
+        ("market_vanilla", "rank1", 0.8732),
+        ("duke_ours", "mAP", 0.6388),
+        ("cuhk03_labeled_ours", "rank1", 0.5150),
+        ("cuhk03_detected_vanilla", "mAP", 0.3282),
+        ("shoes_conv4_conv5", "acc@1", 0.6261),
+        ("market_res4a_f", "mq_mAP", 0.8058),
+        ("market_vanilla_fusion", "mAP", 0.7188),
+        ("shoes_gap", "acc@1", 0.5826),
+        ("market_flatten", "rank1", 0.8925),
+        ("chairs_inception_fusion", "acc@10", 1.0),
+        ("handbags_inception", "acc@1", 0.4583),
+    ],
+)
+def test_paper_numbers_spot_checks(name, metric, value):
+    assert EXPERIMENTS[name].paper[metric] == pytest.approx(value, abs=1e-6)
+
+
+def test_attention_only_has_no_acc10_and_cited_rows_are_marked():
+    assert "acc@10" not in EXPERIMENTS["shoes_attention"].paper
+    dssa = [r for r in PAPER_TABLES[3].rows if r.label == "DSSA"]
+    assert len(dssa) == 3 and all(r.cited == "[27]" and r.experiment is None for r in dssa)
+    assert dssa[0].paper == {"acc@1": 0.6174, "acc@10": 0.9478}
+
+
+def test_configs_follow_the_paper():
+    ours, van = EXPERIMENTS["shoes_ours"], EXPERIMENTS["market_vanilla"]
+    assert ours.fusion == FusionConfig(("conv5",), "flatten", None, True)
+    assert EXPERIMENTS["market_ours"].fusion == FusionConfig(("res5a", "res5b"), "gap", 1024, False)
+    full = ours.config("full")
+    assert (full.optimizer, full.lr, full.batch_size, full.margin, full.iterations) == (
+        "sgd",
+        1e-3,
+        128,
+        0.3,
+        20000,
+    )
+    rf = van.config("full")
+    assert (rf.optimizer, rf.lr, rf.batch_size, rf.iterations, rf.lr_decay) == (
+        "adam",
+        3.5e-4,
+        64,
+        60000,
+        0.95,
+    )
+    assert EXPERIMENTS["cuhk03_labeled_ours"].config("full").lr == 5e-4
+    assert ours.config("smoke").sbir_input == 113 and van.config("smoke").reid_input == (64, 32)
+    assert EXPERIMENTS["market_vanilla_fusion"].eval_only_from == "market_vanilla"
+
+
+def test_unknown_experiment_lists_valid_names():
+    with pytest.raises(ValueError, match="shoes_ours"):
+        get_experiment("shoes_best")
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Run one FG-SBIR row (2 iterations), the HOG row and a ReID pair (2 iterations + eval-only) on synthetic data."""
+    root = tmp_path_factory.mktemp("exp")
+    kw = dict(data_root=root / "data", out_root=root / "results", device="cpu", runs_root=root / "runs",
+              progress=False)  # fmt: skip
+    recs = {
+        "shoes_vanilla": run_experiment("shoes_vanilla", "smoke", config_overrides={"iterations": 2}, **kw),
+        "shoes_hog": run_experiment("shoes_hog", "smoke", **kw),
+        "market_vanilla": run_experiment("market_vanilla", "smoke", config_overrides={"iterations": 2}, **kw),
+        "market_vanilla_fusion": run_experiment("market_vanilla_fusion", "smoke", **kw),
+    }
+    return root, recs
+
+
+def test_run_experiment_writes_complete_records(tiny_runs):
+    root, recs = tiny_runs
+    for name, rec in recs.items():
+        path = root / "results" / "smoke" / f"{name}.json"
+        assert json.loads(path.read_text())["metrics"] == rec["metrics"]
+        for key in ("metrics", "config", "seed", "schedule", "wall_s", "env", "data", "paper"):
+            assert key in rec, (name, key)
+        assert rec["data"]["synthetic"] is True
+        assert {"torch", "device_name", "git_commit"} <= set(rec["env"])
+    assert recs["shoes_vanilla"]["schedule"]["iterations_run"] == 2
+    assert set(recs["shoes_vanilla"]["metrics"]) == {"acc@1", "acc@10"}
+    assert set(recs["market_vanilla"]["metrics"]) >= {"mAP", "rank1", "mq_mAP", "mq_rank1"}
+    assert recs["market_vanilla_fusion"]["schedule"] == {"eval_only_from": "market_vanilla"}
+    assert recs["shoes_hog"]["metrics"]["acc@1"] > 1 / 30  # 30 synthetic test photos: beats chance
+
+
+def test_run_experiment_skips_existing_results(tiny_runs):
+    root, recs = tiny_runs
+    again = run_experiment("shoes_vanilla", "smoke", root / "data", root / "results", "cpu",
+                           runs_root=root / "runs", progress=False)  # fmt: skip
+    assert again["finished_utc"] == recs["shoes_vanilla"]["finished_utc"]

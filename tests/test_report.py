@@ -1,0 +1,53 @@
+"""Report: paper-vs-here tables (markdown + HTML) and plots render from result JSONs; full runs win over smoke."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdimlab.experiments import EXPERIMENTS, PAPER_TABLES
+from cdimlab.report import load_results, render_markdown, write_report
+from cdimlab.utils import atomic_write_json
+
+
+def _fake(root, profile, name, metrics, synthetic=True):
+    rec = {"experiment": name, "metrics": metrics, "paper": EXPERIMENTS[name].paper,
+           "data": {"synthetic": synthetic, "path": "x"}}  # fmt: skip
+    atomic_write_json(root / profile / f"{name}.json", rec)
+
+
+def test_report_renders_paper_vs_here(tmp_path):
+    _fake(tmp_path, "smoke", "shoes_ours", {"acc@1": 0.5, "acc@10": 0.9})
+    _fake(tmp_path, "smoke", "market_ours", {"mAP": 0.1, "rank1": 0.2, "mq_mAP": 0.3, "mq_rank1": 0.4})
+    _fake(
+        tmp_path, "full", "market_ours", {"mAP": 0.7, "rank1": 0.8, "mq_mAP": 0.75, "mq_rank1": 0.85}, False
+    )
+    (tmp_path / "smoke" / "broken.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="broken.json"):
+        paths = write_report(tmp_path, "smoke")
+    md = paths["markdown"].read_text()
+    # Table 7 row conv5 (Ours): paper 64.35, here 50.00, delta -14.35 ; cited rows marked ; missing runs as a dash
+    assert (
+        "| conv5 (Ours) (`shoes_ours`) | 64.35 | 50.00 | -14.35 | 93.04 | 90.00 | -3.04 | smoke (synthetic data) |"
+        in md
+    )
+    assert "cited [27], not re-run" in md
+    assert "| conv3 (`shoes_conv3`) | 60.00 | — | — |" in md
+    # the full (GPU, real data) record wins over the smoke one, and says so
+    assert "| 75.55 | 70.00 | -5.55 |" in md and "full (real data)" in md
+    html = paths["html"].read_text()
+    assert "<table>" in html and 'class="cited"' in html
+    for n in PAPER_TABLES:
+        png = tmp_path / "smoke" / "plots" / f"table_{n}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_results_marks_source(tmp_path):
+    _fake(tmp_path, "smoke", "shoes_gap", {"acc@1": 0.1, "acc@10": 0.2})
+    res = load_results(tmp_path, "smoke")
+    assert res["shoes_gap"]["_source"] == "smoke"
+    assert load_results(tmp_path, "full") == {}
+
+
+def test_render_markdown_empty_results_shows_dashes():
+    md = render_markdown(PAPER_TABLES[9], {})
+    assert md.count("not run yet") == 2 and "58.26" in md
