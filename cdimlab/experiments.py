@@ -431,6 +431,8 @@ def run_experiment(
 
         return json.loads(path.read_text())
     cfg = replace(exp.config(profile), seed=seed, **(config_overrides or {}))
+    if weights and exp.backbone == "sketchanet" and "sketch_std" not in (config_overrides or {}):
+        cfg = replace(cfg, sketch_std=1 / 255)  # step3 weights expect the official x - 250.42 input
     dev = resolve_device(device)
     seed_everything(seed)
     rdir = run_dir(name, profile, runs_root)

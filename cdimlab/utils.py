@@ -21,6 +21,13 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _umask_mode() -> int:
+    """The permission bits a plain ``open(..., "w")`` would give (mkstemp always uses 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder + ``os.replace``.
 
@@ -34,6 +41,7 @@ def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

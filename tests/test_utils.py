@@ -17,6 +17,9 @@ def test_atomic_write_json_round_trip_and_no_temp_left(tmp_path: Path) -> None:
     utils.atomic_write_json(target, {"a": torch.tensor(1.5), "b": [1, 2]})
     assert json.loads(target.read_text()) == {"a": 1.5, "b": [1, 2]}
     assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # readable like any other file, not mkstemp's 0600
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:

@@ -1,0 +1,428 @@
+"""Glue for the course notebooks: environment check, profile choice, side-by-side training, small teaching helpers.
+
+Everything here is short and calls the rest of cdimlab; it exists so that notebook cells stay short (a cell that
+would need more than ~15 lines calls a function from this module instead). Introduced in notebook 00.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cdimlab.utils import REPO_ROOT, default_data_root, env_info
+
+REAL_DATASETS = ("shoes", "chairs", "handbags", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected")
+PROFILES = ("smoke", "full")
+_VERSION_PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "ipywidgets", "pytorch_grad_cam", "tqdm")
+
+
+# ------------------------------------------------------------------------------------------------ environment
+def package_versions(names: Sequence[str] = _VERSION_PACKAGES) -> dict[str, str | None]:
+    """``{package: version}`` for the packages the course uses; ``None`` for one that is not installed."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            out[name] = None
+            continue
+        out[name] = getattr(mod, "__version__", "installed")
+    return out
+
+
+def widgets_available() -> bool:
+    """True when ipywidgets 8+ is importable *and* a Jupyter kernel is running (so widgets can render).
+
+    Outside a kernel (plain python, or nbval's headless run without a front end) the notebooks show static
+    figures instead; that path is what the tests exercise.
+    """
+    try:
+        import ipywidgets
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    kernel = shell is not None and getattr(shell, "kernel", None) is not None
+    return kernel and int(ipywidgets.__version__.split(".")[0]) >= 8
+
+
+def datasets_status(data_root: str | os.PathLike | None = None) -> dict[str, str]:
+    """For each real dataset name: ``"real"`` when it is found under ``data_root``, else ``"missing"``.
+
+    Uses :func:`cdimlab.data.locate_dataset` with ``allow_synthetic=False``; synthetic stand-ins are always
+    available (generated on demand), so they are not listed.
+    """
+    from cdimlab.data import locate_dataset
+
+    root = Path(data_root) if data_root is not None else default_data_root()
+    out = {}
+    for name in REAL_DATASETS:
+        try:
+            loc = locate_dataset(name, root, allow_synthetic=False)
+            out[name] = "missing" if getattr(loc, "synthetic", False) else "real"
+        except (FileNotFoundError, ValueError, OSError):
+            out[name] = "missing"
+    return out
+
+
+def environment_report(data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Everything notebook 00 checks: versions, device (CUDA or not), widgets, datasets present, data root."""
+    info = env_info()
+    return {
+        "python": info["python"],
+        "packages": package_versions(),
+        "cuda": torch.cuda.is_available(),
+        "device": info["device"],
+        "device_name": info["device_name"],
+        "cpu_count": info["cpu_count"],
+        "widgets": widgets_available(),
+        "data_root": str(Path(data_root) if data_root is not None else default_data_root()),
+        "datasets": datasets_status(data_root),
+    }
+
+
+def resolve_profile(profile: str, task_datasets: Sequence[str] = (), data_root: Any = None) -> str:
+    """The profile a notebook actually runs: ``"smoke"`` or ``"full"``; ``"auto"`` picks ``full`` only with a GPU
+    and every dataset in ``task_datasets`` present as real data. An explicit ``"full"`` without a GPU still runs
+    (slowly) but prints a warning; an unknown profile is a ValueError naming the parameter.
+    """
+    if profile not in (*PROFILES, "auto"):
+        raise ValueError(f"parameter profile must be 'smoke', 'full' or 'auto', got {profile!r}")
+    status = datasets_status(data_root) if profile == "auto" else {}
+    has_data = bool(task_datasets) and all(status.get(d) == "real" for d in task_datasets)
+    if profile == "auto":
+        return "full" if torch.cuda.is_available() and has_data else "smoke"
+    if profile == "full" and not torch.cuda.is_available():
+        print("warning: profile='full' without a CUDA GPU will take many hours; use profile='smoke' on a CPU")
+    return profile
+
+
+def results_dir(profile: str) -> Path:
+    """Where experiment results of ``profile`` live: ``<repo>/results/<profile>``."""
+    return REPO_ROOT / "results" / profile
+
+
+# ------------------------------------------------------------------------------------------------ teaching helpers
+def chance_acc_at_k(gallery_size: int, k: int) -> float:
+    """Expected acc@K of a random ranking with one true match among ``gallery_size`` items: ``min(k, n) / n``.
+
+    Notebooks assert that a trained model beats this floor by a margin (notebooks 00, 02, 04).
+    """
+    if gallery_size < 1:
+        raise ValueError(f"gallery_size must be >= 1, got {gallery_size}")
+    return min(k, gallery_size) / gallery_size
+
+
+def loss_went_down(losses: Sequence[float], fraction: float = 0.25) -> bool:
+    """True when the mean of the last ``fraction`` of ``losses`` is below the mean of the first ``fraction``.
+
+    Single losses are noisy, windowed means less so; still, use it only where a run is long enough to learn
+    (a full-profile run, or a smoke classifier); short smoke triplet runs use :func:`loss_is_stable`.
+    """
+    first, last = _loss_windows(losses, fraction)
+    return last < first
+
+
+def loss_is_stable(losses: Sequence[float], fraction: float = 0.25, slack: float = 0.25) -> bool:
+    """True when every loss is finite and the last window's mean is at most ``(1 + slack)`` x the first's.
+
+    The smoke-profile check for runs too short to promise progress: training ran and did not diverge.
+    """
+    if any(not np.isfinite(float(v)) for v in losses):
+        return False
+    first, last = _loss_windows(losses, fraction)
+    return last <= (1.0 + slack) * first + 1e-12
+
+
+def _loss_windows(losses: Sequence[float], fraction: float) -> tuple[float, float]:
+    """Means of the first and the last ``fraction`` of the (non-NaN) losses (one value: both windows are it)."""
+    vals = [float(v) for v in losses if v == v]
+    if not vals:
+        raise ValueError("no loss values to compare (is the log empty?)")
+    n = max(1, int(len(vals) * fraction))
+    return float(np.mean(vals[:n])), float(np.mean(vals[-n:]))
+
+
+def losses_from_log(log: Sequence[Mapping[str, Any]]) -> list[float]:
+    """The training-loss values of a fit loop's log rows (rows without a ``loss`` are evaluations)."""
+    return [float(r["loss"]) for r in log if r.get("loss") is not None and r.get("loss") == r.get("loss")]
+
+
+@dataclass
+class SideBySide:
+    """Result of :func:`train_side_by_side`: metrics per variant, the fit results, and the wall time."""
+
+    metrics: dict[str, dict[str, float]]
+    fits: dict[str, Any] = field(repr=False)
+    models: dict[str, torch.nn.Module] = field(repr=False)
+    wall_s: float = 0.0
+
+    def table(self):
+        """Metrics as a pandas DataFrame (one row per variant), percentages rounded for reading."""
+        import pandas as pd
+
+        return (pd.DataFrame(self.metrics).T * 100).round(2)
+
+
+def train_side_by_side(
+    variants: Mapping[str, Callable[[], torch.nn.Module]],
+    fit: Callable[[torch.nn.Module], Any],
+    evaluate: Callable[[torch.nn.Module], dict[str, float]],
+    seed: int = 0,
+) -> SideBySide:
+    """Build, train and evaluate each variant under one recipe and one seed (notebooks 04, 05, 06).
+
+    ``variants`` maps a label to a zero-argument model builder (called after seeding, so every variant starts
+    from the same random state); ``fit(model)`` trains it (e.g. ``fit_triplet`` with fixed data and config) and
+    ``evaluate(model)`` returns metrics. Seeding per variant makes the comparison fair: only the architecture
+    differs.
+    """
+    from cdimlab.utils import seed_everything
+
+    t0 = time.perf_counter()
+    metrics, fits, models = {}, {}, {}
+    for label, build in variants.items():
+        seed_everything(seed)
+        model = build()
+        fits[label] = fit(model)
+        models[label] = getattr(fits[label], "model", model)
+        metrics[label] = evaluate(models[label])
+    return SideBySide(metrics, fits, models, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------------ data and configs
+def profile_config(experiment: str, profile: str, **overrides: Any):
+    """The :class:`cdimlab.train.TrainConfig` of ``experiment`` in ``profile``, with every non-None override applied.
+
+    Notebook parameters such as ``iterations = None`` mean "the profile's value", so a parameters cell of literals
+    can leave the recipe alone or change one knob.
+    """
+    from dataclasses import replace
+
+    from cdimlab.experiments import get_experiment
+
+    cfg = get_experiment(experiment).config(profile)
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class SBIRData:
+    """A QMUL-format FG-SBIR dataset split for training: train / validation (carved from train) / test."""
+
+    category: str
+    path: Path
+    synthetic: bool
+    train: Any
+    val: Any
+    test: Any
+
+
+def sbir_data(category: str, data_root: Any = None, seed: int = 0, val_fraction: float = 0.1) -> SBIRData:
+    """Locate ``category`` (real QMUL data, else the synthetic stand-in), load both splits, carve a validation
+    split out of train (early stopping never looks at the test split). Notebooks 00, 02, 04, 06, 07."""
+    from cdimlab.data import load_qmul_v1, locate_dataset, train_val_split
+
+    loc = locate_dataset(category, data_root)
+    train_full = load_qmul_v1(loc.path, category, "train")
+    train, val = train_val_split(train_full, val_fraction, seed)
+    return SBIRData(
+        category, Path(loc.path), loc.synthetic, train, val, load_qmul_v1(loc.path, category, "test")
+    )
+
+
+@dataclass
+class ReIDCourseData:
+    """A ReID dataset for the notebooks: the index (:class:`cdimlab.data.ReIDData`) and, when decoded, the
+    training images (uint8 N x H x W x 3) with their identity labels."""
+
+    name: str
+    path: Path
+    synthetic: bool
+    data: Any
+    train_images: np.ndarray | None = None
+    train_labels: torch.Tensor | None = None
+
+
+def reid_data(
+    name: str,
+    data_root: Any = None,
+    size: tuple[int, int] = (256, 128),
+    max_ids: int | None = None,
+    decode_train: bool = True,
+    progress: bool = True,
+) -> ReIDCourseData:
+    """Locate and index a ReID dataset; on real data keep only ``max_ids`` identities when given (a smoke run on
+    real data); decode the training images at ``size`` when ``decode_train``. Notebooks 00, 03, 05, 07."""
+    from cdimlab.data import decode_images, load_reid, locate_dataset
+    from cdimlab.experiments import _subset_reid
+
+    loc = locate_dataset(name, data_root)
+    data = load_reid(name, loc.path)
+    if not loc.synthetic and max_ids:
+        data = _subset_reid(data, max_ids)
+    out = ReIDCourseData(name, Path(loc.path), loc.synthetic, data)
+    if decode_train:
+        out.train_images = decode_images([e[0] for e in data.train], size=tuple(size), progress=progress)
+        out.train_labels = torch.as_tensor([e[1] for e in data.train])
+    return out
+
+
+def two_camera_pairs(
+    data: Any, n: int = 5, size: tuple[int, int] = (128, 64)
+) -> tuple[np.ndarray, np.ndarray]:
+    """For the first ``n`` training identities seen by two cameras: one image from each camera (uint8 N x H x W x 3).
+
+    Used to show ReID's two "domains" (notebooks 00, 07).
+    """
+    from cdimlab.data import decode_images
+
+    first: dict[int, tuple[str, int]] = {}
+    pairs: list[tuple[str, str]] = []
+    for path, pid, cam in data.train:
+        if pid not in first:
+            first[pid] = (path, cam)
+        elif first[pid][1] != cam and first[pid][0] is not None:
+            pairs.append((first[pid][0], path))
+            first[pid] = (None, cam)  # type: ignore[assignment]
+        if len(pairs) == n:
+            break
+    if not pairs:
+        raise ValueError(f"{getattr(data, 'name', 'dataset')}: no training identity is seen by two cameras")
+    a = decode_images([p for p, _ in pairs], size=tuple(size), progress=False)
+    b = decode_images([q for _, q in pairs], size=tuple(size), progress=False)
+    return a, b
+
+
+def show_pairs(top: Any, bottom: Any, labels: tuple[str, str] = ("sketch", "photo")):
+    """A 2-row figure: ``top[i]`` above ``bottom[i]`` (aligned pairs), labelled rows. Returns the Figure."""
+    return show_rows([top, bottom], labels)
+
+
+def show_rows(rows: Sequence[Any], labels: Sequence[str]):
+    """One row of images per entry of ``rows`` (column i aligned across rows), each labelled; returns the Figure.
+
+    E.g. anchor sketches, positive photos and negative photos of a triplet batch (notebook 02).
+    """
+    from cdimlab.viz.feature_maps import draw_image, new_figure, to_display
+
+    if len(rows) != len(labels) or not rows:
+        raise ValueError(f"give one label per row: {len(rows)} rows, {len(labels)} labels")
+    n = min(len(r) for r in rows)
+    if n == 0:
+        raise ValueError("show_rows needs at least one image in every row")
+    fig = new_figure(1.8 * n, 2.0 * len(rows))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (images, label) in enumerate(zip(rows, labels, strict=True)):
+        for i in range(n):
+            draw_image(axes[r, i], to_display(images[i]), f"{label} {i}")
+    return fig
+
+
+def trained_model(
+    experiment: str,
+    profile: str,
+    data_root: Any = None,
+    device: Any = "auto",
+    seed: int = 0,
+    num_classes: int | None = None,
+    train_if_missing: bool = True,
+    runs_root: Any = None,
+) -> tuple[torch.nn.Module, Any, str]:
+    """A trained model of ``experiment`` for visualisation (notebook 07): ``(model in eval mode, cfg, source)``.
+
+    Loads ``runs/<profile>/<experiment>/best_model.pt`` when an earlier run (``run_experiment``, ``make reproduce``,
+    notebook 06/08) left one (``runs_root`` overrides ``runs/``); otherwise trains it now with the profile's recipe
+    into that folder when ``train_if_missing``, or returns the untrained model. ``source`` says which, for the
+    notebook to print.
+    """
+    from cdimlab.experiments import build_model, get_experiment, run_dir
+    from cdimlab.train import BEST, fit_classifier, fit_triplet
+    from cdimlab.utils import resolve_device, seed_everything
+
+    exp, dev = get_experiment(experiment), resolve_device(device)
+    cfg, folder = exp.config(profile), run_dir(experiment, profile, runs_root)
+    seed_everything(seed)
+    state = (
+        torch.load(folder / BEST, map_location="cpu", weights_only=True)
+        if (folder / BEST).is_file()
+        else None
+    )
+    if state is not None and exp.task == "reid" and num_classes is None:
+        num_classes = int(state["classifier.weight"].shape[0])
+    if exp.task == "reid" and num_classes is None:
+        num_classes = reid_data(
+            exp.dataset, data_root, max_ids=cfg.max_ids, decode_train=False
+        ).data.num_train_pids
+    model = build_model(exp, cfg, num_classes=num_classes)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+            return model.to(dev).eval(), cfg, f"loaded {folder / BEST}"
+        except RuntimeError:  # a run with another input size or class count: train afresh below
+            pass
+    if not train_if_missing:
+        return model.to(dev).eval(), cfg, "untrained (random weights): no earlier run found"
+    if exp.task == "fgsbir":
+        data = sbir_data(exp.dataset, data_root, seed=seed)
+        fit = fit_triplet(model, data.train, data.val, cfg, dev, out_dir=folder, progress=True)
+    else:
+        rd = reid_data(exp.dataset, data_root, size=cfg.reid_input, max_ids=cfg.max_ids)
+        fit = fit_classifier(model, rd.train_images, rd.train_labels, cfg, dev, out_dir=folder, progress=True)
+    return fit.model.eval(), cfg, f"trained now ({fit.iterations_run} iterations, saved to {folder})"
+
+
+def dataset_switch(explorers: Mapping[str, Any]):
+    """A ``dataset`` dropdown above the chosen explorer's widget (notebook 07: sketch ↔ photo or two cameras).
+
+    ``explorers`` maps a label to a :class:`cdimlab.viz.explorer.FeatureMapExplorer`; choosing a label swaps the
+    explorer shown below the dropdown. Returns the ipywidgets ``VBox`` (ImportError without ipywidgets).
+    """
+    import ipywidgets as widgets
+
+    if not explorers:
+        raise ValueError("explorers is empty; pass {label: FeatureMapExplorer}")
+    names = list(explorers)
+    choice = widgets.Dropdown(options=names, value=names[0], description="dataset")
+    box = widgets.VBox([choice, explorers[names[0]].widget])
+
+    def _swap(change: dict) -> None:
+        box.children = (choice, explorers[change["new"]].widget)
+
+    choice.observe(_swap, names="value")
+    return box
+
+
+__all__ = [
+    "PROFILES",
+    "ReIDCourseData",
+    "SBIRData",
+    "profile_config",
+    "reid_data",
+    "sbir_data",
+    "show_pairs",
+    "show_rows",
+    "two_camera_pairs",
+    "REAL_DATASETS",
+    "SideBySide",
+    "chance_acc_at_k",
+    "dataset_switch",
+    "datasets_status",
+    "environment_report",
+    "loss_is_stable",
+    "loss_went_down",
+    "losses_from_log",
+    "package_versions",
+    "resolve_profile",
+    "results_dir",
+    "train_side_by_side",
+    "trained_model",
+    "widgets_available",
+]

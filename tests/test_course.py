@@ -1,0 +1,171 @@
+"""cdimlab.course: the notebook glue (environment check, profiles, side-by-side training, small helpers)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cdimlab import course
+
+
+def test_package_versions_reports_missing_as_none():
+    v = course.package_versions(("torch", "surely_not_a_real_package_xyz"))
+    assert v["torch"] == torch.__version__
+    assert v["surely_not_a_real_package_xyz"] is None
+
+
+def test_widgets_unavailable_outside_a_kernel():
+    assert course.widgets_available() is False
+
+
+def test_datasets_status_on_an_empty_root(tmp_path):
+    status = course.datasets_status(tmp_path)
+    assert set(status) == set(course.REAL_DATASETS)
+    assert set(status.values()) == {"missing"}
+    assert not (tmp_path / "synthetic").exists(), "checking must not generate synthetic data"
+
+
+def test_environment_report_has_what_notebook_00_checks(tmp_path):
+    rep = course.environment_report(tmp_path)
+    for key in ("python", "packages", "cuda", "device", "widgets", "datasets", "data_root"):
+        assert key in rep
+    assert rep["data_root"] == str(tmp_path)
+    assert rep["cuda"] == torch.cuda.is_available()
+
+
+def test_resolve_profile(tmp_path):
+    assert course.resolve_profile("smoke") == "smoke"
+    assert course.resolve_profile("auto", ("shoes",), tmp_path) == "smoke", "no real data: smoke, GPU or not"
+    with pytest.raises(ValueError, match="profile"):
+        course.resolve_profile("fast")
+
+
+def test_chance_acc_at_k():
+    assert course.chance_acc_at_k(115, 1) == pytest.approx(1 / 115)
+    assert course.chance_acc_at_k(115, 10) == pytest.approx(10 / 115)
+    assert course.chance_acc_at_k(5, 10) == 1.0
+    with pytest.raises(ValueError):
+        course.chance_acc_at_k(0, 1)
+
+
+def test_loss_checks():
+    falling = [1.0, 0.9, 0.8, 0.7, 0.5, 0.4, 0.3, 0.2]
+    assert course.loss_went_down(falling) and course.loss_is_stable(falling)
+    flat = [0.3, 0.31, 0.29, 0.3, 0.31, 0.3]
+    assert not course.loss_went_down([0.3, 0.3, 0.3, 0.31]) and course.loss_is_stable(flat)
+    assert not course.loss_is_stable([0.3, 0.3, 0.3, 0.9])
+    assert not course.loss_is_stable([0.3, float("inf"), 0.2, 0.2])
+    assert not course.loss_went_down([1.0]) and course.loss_is_stable([1.0]), (
+        "one value: no progress, no blow-up"
+    )
+    with pytest.raises(ValueError, match="no loss values"):
+        course.loss_went_down([float("nan")])
+
+
+def test_losses_from_log_skips_evaluation_rows():
+    log = [{"iteration": 4, "loss": 0.5}, {"iteration": 8, "val_acc@1": 0.2}, {"iteration": 8, "loss": 0.4}]
+    assert course.losses_from_log(log) == [0.5, 0.4]
+
+
+class _Fit:
+    def __init__(self, model):
+        self.model = model
+
+
+def test_train_side_by_side_seeds_each_variant_alike():
+    variants = {"a": lambda: nn.Linear(3, 2), "b": lambda: nn.Linear(3, 2)}
+    seen = []
+
+    def fit(model):
+        seen.append(model.weight.detach().clone())
+        return _Fit(model)
+
+    runs = course.train_side_by_side(variants, fit, lambda m: {"acc@1": 0.5, "acc@10": 1.0}, seed=3)
+    assert torch.equal(seen[0], seen[1]), "both variants start from the same random state"
+    assert set(runs.metrics) == {"a", "b"} and runs.models["a"] is not runs.models["b"]
+    table = runs.table()
+    assert table.loc["a", "acc@1"] == 50.0 and table.loc["b", "acc@10"] == 100.0
+
+
+def test_show_pairs_draws_two_rows():
+    from cdimlab.viz.feature_maps import figure_pixels
+
+    imgs = np.zeros((3, 16, 16), dtype=np.uint8)
+    fig = course.show_pairs(imgs, imgs + 255, ("a", "b"))
+    assert len(fig.axes) == 6
+    assert figure_pixels(fig).shape[-1] == 4
+    with pytest.raises(ValueError, match="at least one image"):
+        course.show_pairs(imgs[:0], imgs[:0])
+    fig3 = course.show_rows([imgs, imgs, imgs], ("a", "p", "n"))
+    assert len(fig3.axes) == 9
+    with pytest.raises(ValueError, match="one label per row"):
+        course.show_rows([imgs], ("a", "b"))
+
+
+def test_profile_config_applies_only_given_overrides():
+    base = course.profile_config("shoes_vanilla", "smoke")
+    same = course.profile_config("shoes_vanilla", "smoke", iterations=None)
+    assert same == base
+    changed = course.profile_config("shoes_vanilla", "smoke", iterations=3)
+    assert changed.iterations == 3 and changed.batch_size == base.batch_size
+
+
+def test_sbir_data_uses_the_synthetic_stand_in(tmp_path):
+    data = course.sbir_data("shoes", tmp_path, seed=0)
+    assert data.synthetic and len(data.val) > 0
+    assert len(data.train) + len(data.val) > len(data.val)
+    assert data.test.sketches.shape[1:] == (256, 256)
+
+
+def test_two_camera_pairs_pick_two_cameras_of_one_identity(tmp_path):
+    rd = course.reid_data("market1501", tmp_path, size=(64, 32), decode_train=False)
+    a, b = course.two_camera_pairs(rd.data, n=3, size=(64, 32))
+    assert a.shape == b.shape == (3, 64, 32, 3) and a.dtype == np.uint8
+    assert all(not np.array_equal(a[i], b[i]) for i in range(3)), "two different images per identity"
+    with pytest.raises(ValueError, match="two cameras"):
+        course.two_camera_pairs(
+            SimpleNamespace(name="one_cam", train=[("x.jpg", 0, 0), ("y.jpg", 0, 0)]), n=1
+        )
+
+
+def test_trained_model_loads_an_earlier_run(tmp_path):
+    from cdimlab.experiments import build_model, get_experiment
+
+    exp = get_experiment("shoes_vanilla")
+    saved = build_model(exp, exp.config("smoke"))
+    folder = tmp_path / "smoke" / "shoes_vanilla"
+    folder.mkdir(parents=True)
+    torch.save(saved.state_dict(), folder / "best_model.pt")
+    model, cfg, source = course.trained_model("shoes_vanilla", "smoke", tmp_path / "data", "cpu", seed=1,
+                                              runs_root=tmp_path)  # fmt: skip
+    assert source.startswith("loaded") and not model.training
+    assert cfg.sbir_input == exp.config("smoke").sbir_input
+    for (k, a), b in zip(saved.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_trained_model_without_a_run_and_without_training(tmp_path):
+    model, _, source = course.trained_model("shoes_ours", "smoke", tmp_path / "data", "cpu",
+                                            train_if_missing=False, runs_root=tmp_path)  # fmt: skip
+    assert source.startswith("untrained") and model.out_dim > 256
+
+
+def test_dataset_switch_swaps_the_explorer_shown():
+    from cdimlab.models import build_backbone
+    from cdimlab.viz.explorer import FeatureMapExplorer
+
+    net = build_backbone("sketchanet", input_size=113)
+    imgs = torch.rand(2, 1, 113, 113)
+    a = FeatureMapExplorer(net, imgs, imgs, taps=("conv5",))
+    b = FeatureMapExplorer(net, imgs, imgs.flip(-1), taps=("conv4",))
+    box = course.dataset_switch({"a": a, "b": b})
+    choice = box.children[0]
+    assert box.children[1] is a.widget
+    choice.value = "b"
+    assert box.children[1] is b.widget
+    with pytest.raises(ValueError, match="empty"):
+        course.dataset_switch({})
