@@ -1,6 +1,6 @@
 """The hand-crafted row of Table 3: HOG features + a linear ranking model, written from scratch.
 
-Introduced in notebook 02 (why deep features: a baseline you can read in full). HOG (Dalal & Triggs): image
+Introduced in notebook 06 (why deep features: a baseline you can read in full). HOG (Dalal & Triggs): image
 gradients -> per-pixel orientation (unsigned, 0-180 degrees) and magnitude -> orientation histograms in
 ``cell x cell`` pixel cells (each vote split linearly between the two nearest bins) -> blocks of 2x2 cells,
 L2-normalised, clipped at 0.2 and renormalised (L2-Hys). The ranking model is rankSVM-like: a linear map ``W``

@@ -1,6 +1,6 @@
 """Throughput benchmark: is the trainer bound by the model (good) or by its input pipeline (bad)?
 
-Introduced in notebook 07 (performance). For each task it times (a) a model-only training step on random tensors
+Introduced in notebook 08 (performance, beside the tables). For each task it times (a) a model-only training step on random tensors
 already on the device and (b) the real fit loop (ImageBank + sampler + loss + optimiser, same model and batch),
 and reports img/s of both and their ratio (close to 1 = the data never waits). It also times ``cmc_map`` at
 Market-1501 scale (3,368 queries x 19,732 gallery). Paper sizes on CUDA, small sizes on the CPU. Not a test: a

@@ -1,6 +1,6 @@
 """Every row the paper trains in Tables 3-11 as a named, frozen config, with the paper's numbers beside it.
 
-Introduced in notebook 06 (reproducing the tables). ``EXPERIMENTS`` maps a name to an :class:`Experiment`; rows
+Introduced in notebook 06 (ablations) and used by notebook 08 (reproducing the tables). ``EXPERIMENTS`` maps a name to an :class:`Experiment`; rows
 that are the same run in several tables share ONE name (Table 3 "Ours" on shoes = Table 7 "conv5" = Table 9
 "Flattening" = ``shoes_ours``; Table 4 "Ours" = Table 8 "res5(a,b)" = Table 10 "GAP" = ``market_ours``), so
 ``reproduce`` trains each once. ``PAPER_TABLES`` lists every row of each table in the paper's order, including

@@ -1,6 +1,6 @@
 """The paper's idea in one place: fuse mid-level feature maps with the final-layer feature (Eq. 1, Fig. 3c).
 
-Introduced in notebook 02 (the fusion module), used by every training notebook. Recipe::
+Introduced in notebook 04 (the fusion module), used by every training notebook. Recipe::
 
     f_mid   = pool(f_tap1) ++ pool(f_tap2) ++ ...     pool = flatten (pose-aligned FG-SBIR, Eq. 1) | GAP (ReID)
     f_mid   = FC(f_mid)                               optional (ReID: 1024); a plain Linear, no ReLU / BatchNorm
@@ -27,7 +27,7 @@ _FINAL_NAMES = {"conv": "fc7", "res": "pool5", "Mixed": "pool"}
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Which taps to fuse and how (notebook 02). ``taps=()`` is Vanilla: the final feature alone.
+    """Which taps to fuse and how (notebook 04). ``taps=()`` is Vanilla: the final feature alone.
 
     ``pooling``: ``"flatten"`` keeps the spatial layout (FG-SBIR), ``"gap"`` averages it away (ReID).
     ``reduce_dim``: output size of a Linear layer applied to the concatenated pooled taps (None: no FC).
@@ -94,7 +94,7 @@ class MidLevelFusion(nn.Module):
     """taps -> pool -> concat taps -> [Linear] -> [L2] -> concat with the [L2] final feature.
 
     ``tap_channels`` and ``tap_sizes`` (H, W of each tap map at the training input size) size the flatten and the
-    Linear layer; ``out_dim`` is the embedding size. Introduced in notebook 02.
+    Linear layer; ``out_dim`` is the embedding size. Introduced in notebook 04.
     """
 
     def __init__(
@@ -185,7 +185,7 @@ def fusion_dim(
 
 
 class EmbeddingNet(nn.Module):
-    """Backbone + :class:`MidLevelFusion` -> the embedding trained with the triplet loss (notebook 03).
+    """Backbone + :class:`MidLevelFusion` -> the embedding trained with the triplet loss (notebook 02).
 
     Works with channels_last inputs and under bf16 autocast (the L2 normalisation runs in float32).
     """
@@ -211,7 +211,7 @@ class EmbeddingNet(nn.Module):
 
 
 class ReIDNet(nn.Module):
-    """:class:`EmbeddingNet` + an identity classifier, trained with cross-entropy (notebook 04).
+    """:class:`EmbeddingNet` + an identity classifier, trained with cross-entropy (notebook 03).
 
     ``forward`` returns logits for training; ``embed`` returns the embedding used for retrieval.
     """

@@ -1,6 +1,6 @@
 """Losses: the triplet ranking loss of FG-SBIR (paper Eq. 2) and cross-entropy for ReID.
 
-Introduced in notebook 03 (triplet) and notebook 04 (cross-entropy).
+Introduced in notebook 02 (triplet) and notebook 03 (cross-entropy).
 """
 
 from __future__ import annotations

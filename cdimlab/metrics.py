@@ -1,6 +1,6 @@
 """Retrieval metrics: distances, acc@K (FG-SBIR) and CMC + mAP (ReID), vectorised, on CPU or GPU.
 
-Introduced in notebook 03 (acc@K) and notebook 04 (CMC/mAP). Everything takes numpy arrays or torch tensors on
+Introduced in notebook 01 (acc@K, CMC, mAP, multi-query). Everything takes numpy arrays or torch tensors on
 any device and computes in float32 on the device of the distance matrix. Ranking is never the slow part: the ReID
 evaluation sorts each chunk of queries at once instead of looping over queries in Python.
 """

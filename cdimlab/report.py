@@ -1,6 +1,6 @@
 """Paper vs here: the tables 3-11 rendered from result JSONs (markdown + HTML) with one plot per table.
 
-Introduced in notebook 06 (reproducing the tables) and written by ``python -m cdimlab reproduce``. Numbers come
+Introduced in notebook 08 (reproducing the tables) and written by ``python -m cdimlab reproduce``. Numbers come
 from ``results/full/<name>.json`` (committed GPU runs of the paper's schedule) when present, else from the
 requested profile (``results/smoke/``: tiny CPU runs on synthetic data, which only show the pipeline runs);
 every row says which profile and which data (synthetic or real) its number came from.

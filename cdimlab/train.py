@@ -1,6 +1,6 @@
 """The two fit loops of the paper (triplet FG-SBIR, identity-classification ReID), checkpoints, evaluation.
 
-Introduced in notebook 03 (training FG-SBIR) and notebook 05 (training ReID); the evaluation helpers in notebook 02.
+Introduced in notebook 02 (training FG-SBIR) and notebook 03 (training ReID), with their evaluation helpers.
 
 Both loops follow the same short shape, so they can be read in a notebook cell::
 
@@ -531,7 +531,7 @@ def fit_triplet(
     handbags). Every ``cfg.eval_every`` iterations the centre-crop acc@1 on ``val`` (carved from the training
     set, never the test set) is measured; the best weights are kept and training stops after ``cfg.patience``
     evaluations without improvement. ``callback(iteration, loss)`` runs after each step (live plots, tests).
-    Introduced in notebook 03.
+    Introduced in notebook 02.
     """
     from cdimlab.data import TripletSampler
     from cdimlab.losses import triplet_ranking_loss
@@ -622,7 +622,7 @@ def fit_classifier(
     ``images`` is an :class:`cdimlab.data.ImageBank` (augmentation on its device) or a uint8 array
     (N, H, W, 3) that is put into one; ``labels`` (N,) holds identity labels 0..K-1. Batches are shuffled
     passes over the training set. Full profile: Adam 3.5e-4, x0.95 every 1,000 iterations, batch 64, 60K
-    iterations, no early stopping (the paper trains a fixed schedule). Introduced in notebook 05.
+    iterations, no early stopping (the paper trains a fixed schedule). Introduced in notebook 03.
     """
     from cdimlab.losses import cross_entropy
 
@@ -783,7 +783,7 @@ def evaluate_reid(
     ``data`` is a ReIDData (decoded here at ``cfg.reid_input``) or :class:`ReIDBanks`. Features are the model's
     retrieval embedding (``ReIDNet.embed``), distances are Euclidean, and ranking follows torchreid semantics
     (:func:`cdimlab.metrics.cmc_map`), on ``device``. Multi-query pools (mean) the gt_bbox features of the query's
-    identity in the query's camera (Market-1501). Introduced in notebook 05.
+    identity in the query's camera (Market-1501). Introduced in notebook 03.
     """
     from cdimlab.metrics import cmc_map, multi_query_pool, pairwise_distance
 
@@ -826,7 +826,7 @@ def read_log(path: str | os.PathLike):
 def plot_learning_curves(log: Any, ax=None):
     """Training loss (left axis) and validation acc@1 (right axis, when logged) against iteration.
 
-    ``log`` is a path to ``log.csv``, a run folder, a DataFrame or a list of log rows. Introduced in notebook 03.
+    ``log`` is a path to ``log.csv``, a run folder, a DataFrame or a list of log rows. Introduced in notebook 02.
     """
     import matplotlib.pyplot as plt
     import pandas as pd

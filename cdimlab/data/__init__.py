@@ -1,6 +1,6 @@
 """Datasets: QMUL FG-SBIR V1, ReID (Market-1501, DukeMTMC-reID, CUHK03), synthetic stand-ins, GPU-resident banks.
 
-Introduced in notebook 02 (data). See docs/ARCHITECTURE.md ("Data") for the contract.
+Introduced in notebook 00 (datasets) and 02-03 (training data). See docs/ARCHITECTURE.md ("Data") for the contract.
 """
 
 from .gpu import ImageBank

@@ -1,6 +1,6 @@
 """``ImageBank``: a whole dataset as one uint8 tensor on the training device, augmented there.
 
-Introduced in notebook 02 (data) and used by ``cdimlab.train``. QMUL sets are tiny and Market-1501's training set is
+Introduced in notebook 02 (training data) and used by ``cdimlab.train``. QMUL sets are tiny and Market-1501's training set is
 ~1.3 GB as uint8 at 256x128, so they fit on a GPU: cropping, flipping and normalising a batch there is one gather and
 one multiply-add (~300K img/s on an H100), so the model, not a DataLoader, bounds training speed.
 

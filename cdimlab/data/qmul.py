@@ -1,6 +1,6 @@
 """QMUL FG-SBIR V1 (Shoe, Chair, Handbag): loading, a validation split, and the official triplet sampler.
 
-Introduced in notebook 02 (data) and used by the FG-SBIR experiments (notebooks 03-05). File formats (see
+Introduced in notebook 02 (data) and used by the FG-SBIR notebooks (02, 04, 06, 07). File formats (see
 ``data_scripts/README.md``): ``<root>/<category>/<category>_{sketch,edge}_db_{train,test}.mat`` (key ``data``,
 uint8 N x 256 x 256, black strokes on white; row i of both is the same instance), optional
 ``<category>_image_db_{split}.mat`` (RGB photos) and ``<category>_annotation.json`` with, per split and per sketch,

@@ -1,6 +1,6 @@
 """Where each dataset lives: real data when present, else a deterministic synthetic stand-in generated on demand.
 
-Introduced in notebook 01 (setup): experiments name a dataset (``shoes``, ``market1501`` ...) and call
+Introduced in notebook 00 (setup): experiments name a dataset (``shoes``, ``market1501`` ...) and call
 ``locate_dataset``; on a laptop without the real data the smoke profile transparently gets the synthetic version,
 in the same format, so the same loaders run everywhere. Layout under the data root (``default_data_root()``):
 

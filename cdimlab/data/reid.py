@@ -1,6 +1,6 @@
 """Person re-identification datasets: Market-1501, DukeMTMC-reID, CUHK03 (labelled / detected).
 
-Introduced in notebook 02 (data) and used by the ReID experiments (notebooks 06-07). ``load_reid`` only *indexes*
+Introduced in notebook 03 (ReID data) and used by the ReID notebooks (03, 05, 06, 07). ``load_reid`` only *indexes*
 a dataset (file names -> identity, camera); ``decode_images`` turns paths into one uint8 array for
 ``cdimlab.data.gpu.ImageBank``.
 

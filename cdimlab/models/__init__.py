@@ -1,4 +1,4 @@
-"""Backbones with named taps (notebook 01): Sketch-a-Net, ResNet-50, InceptionV3; plus the attention baseline."""
+"""Backbones with named taps (notebooks 02, 03, 06): Sketch-a-Net, ResNet-50, InceptionV3; plus the attention baseline."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The interface every backbone implements: a network whose intermediate feature maps ("taps") can be read.
 
-Introduced in notebook 01 (backbones and taps). The paper's fusion module (``cdimlab.fusion``) needs, besides the
+Introduced in notebook 02 (backbones and taps). The paper's fusion module (``cdimlab.fusion``) needs, besides the
 final-layer feature, the feature maps of one or more *mid* layers (``conv5`` of Sketch-a-Net, ``res5a``/``res5b`` of
 ResNet-50, ``Mixed_7b`` of InceptionV3). Every backbone therefore lists its network as an ordered sequence of named
 stages; :meth:`TappedBackbone.forward_taps` runs them once, in order, and keeps the maps whose names were asked for.

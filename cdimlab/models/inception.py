@@ -1,6 +1,6 @@
 """InceptionV3 as an FG-SBIR tower (paper Table 11) with named taps.
 
-Introduced in notebook 01 (used in notebook 07). Input 3x299x299 (works from 75x75 up). Taps ``Mixed_6e``
+Introduced in notebook 06 (Table 11). Input 3x299x299 (works from 75x75 up). Taps ``Mixed_6e``
 (768x17x17), ``Mixed_7a`` (1280x8x8), ``Mixed_7b`` (2048x8x8, the paper's fusion layer), ``Mixed_7c``
 (2048x8x8); final ``pool`` = GAP(Mixed_7c), 2048-d. Module names are torchvision's, so its ImageNet checkpoint
 loads directly (the auxiliary classifier and ``fc`` are dropped).

@@ -1,6 +1,6 @@
 """ResNet-50 for person ReID (paper Sec. 3.3) with the paper's named taps.
 
-Introduced in notebook 01. Input 3x256x128. Taps (paper names -> torchvision modules):
+Introduced in notebook 03. Input 3x256x128. Taps (paper names -> torchvision modules):
 ``res2`` = layer1 (256x64x32), ``res3`` = layer2 (512x32x16), ``res4`` = layer3 (1024x16x8, = ``res4f``),
 ``res4a..res4f`` = layer3[0..5], ``res5a/b/c`` = layer4[0..2] (2048x8x4); final ``pool5`` = GAP(res5c), 2048-d.
 The module names are torchvision's (``conv1``, ``layer3`` ...), so torchvision's ImageNet checkpoints load directly.

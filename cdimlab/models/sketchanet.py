@@ -1,6 +1,6 @@
 """Sketch-a-Net, the FG-SBIR tower of the paper (Yu et al. 2016/2017), with named taps.
 
-Introduced in notebook 01. Layout at the paper's 1x225x225 input::
+Introduced in notebook 02. Layout at the paper's 1x225x225 input::
 
     conv1 64@15x15 s3 -> ReLU -> maxpool 3/2          64x71x71 -> 64x35x35
     conv2 128@5x5     -> ReLU -> maxpool 3/2          128x31x31 -> 128x15x15
@@ -150,7 +150,7 @@ def load_sketchanet_weights(model: SketchANet, path: str | os.PathLike) -> Sketc
     ``{layer: {"weights": W, "biases": b}}`` with layers ``conv1..conv5, fc6, fc7`` (a suffix such as
     ``conv1_s1`` is accepted; HWIO conv kernels are converted to OIHW), or a PyTorch state dict saved with
     ``torch.save`` (``.pt``/``.pth``, keys ``conv1.weight`` ...). Layers missing from the file or with the wrong
-    shape raise a ValueError naming the file and the expected keys and shapes. Introduced in notebook 01.
+    shape raise a ValueError naming the file and the expected keys and shapes. Introduced in notebook 02.
     """
     path = Path(path)
     if not path.is_file():

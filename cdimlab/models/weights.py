@@ -1,6 +1,6 @@
 """Local ImageNet weights for the torchvision backbones: never downloaded, never silently random.
 
-Introduced in notebook 01. The course machines (and the GPU machines) have no internet, so
+Introduced in notebook 03 (ImageNet weights for ReID). The course machines (and the GPU machines) have no internet, so
 ``weights="imagenet"`` looks for the file torchvision itself would have cached, or a path the user gives, and
 otherwise fails with a message that names the file and the exact folder to put it in.
 """
