@@ -72,9 +72,12 @@ SBIR_FULL = TrainConfig(
     margin=0.3, distance="euclidean", eval_every=500, patience=10, checkpoint_every=1_000, log_every=50,
     sbir_input=225, sbir_resize=None, eval_protocol="10view",
 )  # fmt: skip
+# Smoke: Adam instead of the paper's SGD so that a few dozen CPU iterations visibly train a random-init
+# Sketch-a-Net (synthetic shoes: loss 0.29 -> ~0.1 in 60 iterations at lr 1e-4, batch 16).
 SBIR_SMOKE = replace(
-    SBIR_FULL, iterations=12, batch_size=8, lr=1e-2, eval_every=6, patience=100, checkpoint_every=1_000,
-    log_every=3, sbir_input=113, sbir_resize=128, eval_protocol="center", eval_batch_size=64,
+    SBIR_FULL, iterations=40, batch_size=16, lr=1e-4, optimizer="adam", weight_decay=0.0, eval_every=20,
+    patience=100, checkpoint_every=1_000, log_every=4, sbir_input=113, sbir_resize=128, eval_protocol="center",
+    eval_batch_size=64,
 )  # fmt: skip
 INCEPTION_FULL = replace(SBIR_FULL, batch_size=64, sbir_input=299, sbir_resize=340)
 INCEPTION_SMOKE = replace(SBIR_SMOKE, iterations=4, batch_size=4, eval_every=4, sbir_input=75, sbir_resize=85)

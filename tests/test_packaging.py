@@ -4,8 +4,9 @@ and the README opens with the two commands CI and users run."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

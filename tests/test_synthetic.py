@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io as sio
+from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from cdimlab.data.qmul import load_qmul_v1
@@ -60,6 +61,20 @@ def test_sketch_resembles_its_own_photo(tmp_path):
     rank_of_true = (sim > np.diag(sim)[:, None]).sum(1)
     assert np.median(rank_of_true) < 5  # well above chance (median ~10) but not trivial
     assert not np.array_equal(s.sketches, s.photos)
+
+
+@pytest.mark.parametrize("category", ["shoes", "chairs"])
+def test_sbir_strokes_survive_resize_and_shapes_vary(tmp_path, category):
+    """Strokes stay visible at 113 px (the Sketch-a-Net input) and instances differ in global extent."""
+    s = load_qmul_v1(synthetic_sbir(tmp_path, category, 30, 2, seed=0).parent, category, "train")
+    for a in (s.sketches, s.photos):
+        small = np.stack([np.asarray(Image.fromarray(im).resize((113, 113), Image.BILINEAR)) for im in a])
+        assert ((small < 128).mean(axis=(1, 2)) > 0.02).all()  # 1-px strokes would fade to grey here
+    ink = s.photos < 128
+    rows, cols = ink.any(2), ink.any(1)
+    height = 256 - rows[:, ::-1].argmax(1) - rows.argmax(1)
+    width = 256 - cols[:, ::-1].argmax(1) - cols.argmax(1)
+    assert height.std() > 25 and width.std() > 12  # one shared outline gave ~10-20 px
 
 
 def test_sbir_deterministic(tmp_path):

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..utils import atomic_write_text, default_data_root
-from .synthetic import synthetic_reid, synthetic_sbir
+from .synthetic import SYNTH_VERSION, synthetic_reid, synthetic_sbir
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,12 @@ def ensure_synthetic(name: str, root: str | Path, synth: SynthDefaults = SYNTH_D
     if info.kind == "sbir":
         base = root / "synthetic" / "qmul_v1"
         marker = base / info.name / ".synthetic.json"
-        params = {"n_train": synth.sbir_train, "n_test": synth.sbir_test, "seed": seed}
+        params = {
+            "n_train": synth.sbir_train,
+            "n_test": synth.sbir_test,
+            "seed": seed,
+            "version": SYNTH_VERSION,
+        }
         if not _marker_ok(marker, params):
             synthetic_sbir(base, info.synth_layout, synth.sbir_train, synth.sbir_test, seed)
             atomic_write_text(marker, json.dumps(params))

@@ -1,9 +1,11 @@
 """Synthetic stand-ins written in the real formats: a QMUL-V1-style FG-SBIR set and a Market-1501-style ReID set.
 
-Introduced in notebook 01/02: every notebook runs on CPU in the smoke profile with these, and the same loaders read
-them as the real data. They are built so that the paper's point can show up: instances come in *families* that share
-a global shape and differ in small **local details** (buckles, bows, stripes, holes, laces on shoes; slats, holes,
-cushions on chairs; logos, bags, shoe colours on people), so identity rests partly on mid-level local evidence.
+Introduced in notebook 00: every notebook runs on CPU in the smoke profile with these, and the same loaders read
+them as the real data. They are built so that the paper's point can show up: every SBIR instance has its own global
+shape (toe, heel, shaft, sole, proportions for shoes; seat, back, legs, arms for chairs), pairs of instances share a
+rough shape (hard negatives), and all carry **local details** (buckles, bows, stripes, holes, laces on shoes; slats,
+holes, cushions on chairs; logos, bags, shoe colours on people) of varying position and size, so identity rests
+partly on mid-level local evidence. Strokes are 3-4 px at 256 px so they survive resizing to ~113-128 px.
 
 FG-SBIR: the "photo edge map" is a clean render of an instance; the "sketch" is the same instance drawn again with
 distortion (wobbly jittered strokes, a small affine warp, dropped and extra strokes). Each sketch gets 10 candidate
@@ -34,126 +36,192 @@ _DETAILS: dict[str, tuple[str, ...]] = {
     "chair": ("slats", "hole", "cushion", "stripe", "bar"),
     "bag": ("buckle", "pocket", "stripe", "holes", "bow"),
 }
-# detail placement region (x0, y0, x1, y1) in unit coordinates, per template
-_REGION: dict[str, tuple[float, float, float, float]] = {
-    "shoe": (0.35, 0.45, 0.75, 0.62),
-    "chair": (0.35, 0.15, 0.65, 0.45),
-    "bag": (0.3, 0.45, 0.7, 0.75),
-}
 Poly = list[tuple[float, float]]
 
 
 # ------------------------------------------------------------------------------------------- FG-SBIR
+SYNTH_VERSION = 2  # bump when the SBIR drawing changes, so cached synthetic sets get regenerated
+_N_SHAPE = 10  # global shape parameters per instance (templates use the first 8-10)
+_DETAIL_SCALE = (
+    1.8  # local details are drawn this much larger than their unit templates (visible at 113-128 px)
+)
+
+
 @dataclass
 class _Instance:
-    """Generator parameters of one object: global shape (family + jitter) and local details."""
+    """Generator parameters of one object: global shape (per instance) and local details."""
 
-    shape: np.ndarray  # 4 global shape parameters in [0, 1]
-    details: dict[str, tuple[float, float]]  # detail type -> (u, v) position in the template's region
+    shape: np.ndarray  # _N_SHAPE global shape parameters in [0, 1]
+    details: dict[str, tuple[float, float, float]]  # detail type -> (u, v, size) in the template's region
 
     def vector(self, kinds: tuple[str, ...]) -> np.ndarray:
-        """Feature vector for similarity: shape + per detail type (present, u, v)."""
+        """Feature vector for similarity: shape + per detail type (present, u, v, size)."""
         parts = [self.shape]
         for k in kinds:
-            u, v = self.details.get(k, (0.0, 0.0))
-            parts.append(np.array([1.5 if k in self.details else 0.0, u, v]))
+            u, v, s = self.details.get(k, (0.0, 0.0, 0.0))
+            parts.append(np.array([1.5 if k in self.details else 0.0, u, v, s]))
         return np.concatenate(parts)
 
 
 def _make_instances(template: str, n: int, rng: np.random.Generator) -> list[_Instance]:
-    """Families of ~6 instances share a global shape; each instance draws 1-3 local details."""
+    """Pairs of instances share a rough global shape (hard negatives); every instance has its own shape and details.
+
+    Shapes vary a lot between pairs (like real QMUL shoes/chairs); 1-3 local details of varying position and size.
+    """
     kinds = _DETAILS[template]
-    out, family = [], rng.uniform(0, 1, 4)
+    out, family = [], rng.uniform(0, 1, _N_SHAPE)
     for i in range(n):
-        if i % 6 == 0:
-            family = rng.uniform(0, 1, 4)
-        shape = np.clip(family + rng.normal(0, 0.03, 4), 0, 1)
+        if i % 2 == 0:
+            family = rng.uniform(0, 1, _N_SHAPE)
+        shape = np.clip(family + rng.normal(0, 0.2, _N_SHAPE), 0, 1)
         chosen = rng.choice(len(kinds), size=int(rng.integers(1, 4)), replace=False)
-        details = {kinds[k]: (float(rng.uniform()), float(rng.uniform())) for k in sorted(chosen)}
+        details = {
+            kinds[k]: (float(rng.uniform()), float(rng.uniform()), float(rng.uniform()))
+            for k in sorted(chosen)
+        }
         out.append(_Instance(shape, details))
     return out
 
 
-def _outline(template: str, s: np.ndarray) -> list[Poly]:
-    """Global outline polylines (unit coordinates) for a template and shape parameters ``s``."""
-    if template == "shoe":
-        base, heel, shaft, toe = 0.72, 0.12 * s[0], 0.1 + 0.3 * s[1], 0.78 + 0.1 * s[2]
-        top = base - 0.2 - 0.06 * s[3]
-        sole = [
-            (0.12, base - heel),
-            (0.3, base),
-            (toe, base),
-            (toe + 0.05, base - 0.06),
-            (toe - 0.02, base - 0.14),
-        ]
-        upper = [(toe - 0.02, base - 0.14), (0.6, top + 0.04), (0.42, top), (0.4, top - shaft), (0.16, top - shaft),
-                 (0.14, base - heel - 0.1), (0.12, base - heel)]  # fmt: skip
-        heel_block = [(0.12, base - heel), (0.12, base), (0.24, base)]
-        return [sole, upper, heel_block]
-    if template == "chair":
-        sw, sy, bh, lh = 0.25 + 0.12 * s[0], 0.55 + 0.05 * s[1], 0.25 + 0.15 * s[2], 0.2 + 0.1 * s[3]
-        x0, x1 = 0.5 - sw, 0.5 + sw
-        seat = [(x0, sy), (x1, sy), (x1 - 0.06, sy - 0.06), (x0 + 0.06, sy - 0.06), (x0, sy)]
-        back = [
-            (x0 + 0.06, sy - 0.06),
-            (x0 + 0.06, sy - 0.06 - bh),
-            (x1 - 0.06, sy - 0.06 - bh),
-            (x1 - 0.06, sy - 0.06),
-        ]
-        legs = [[(x0, sy), (x0, sy + lh)], [(x1, sy), (x1, sy + lh)], [(x0 + 0.08, sy), (x0 + 0.08, sy + lh - 0.04)],
-                [(x1 - 0.08, sy), (x1 - 0.08, sy + lh - 0.04)]]  # fmt: skip
-        return [seat, back, *legs]
-    # bag
-    w, h, hh, tilt = 0.25 + 0.12 * s[0], 0.25 + 0.12 * s[1], 0.1 + 0.15 * s[2], 0.08 * s[3]
-    x0, x1, y1 = 0.5 - w, 0.5 + w, 0.8
-    body = [(x0, y1), (x1, y1), (x1 - tilt, y1 - 2 * h), (x0 + tilt, y1 - 2 * h), (x0, y1)]
-    handle = [(0.5 - w / 2 + t * w, y1 - 2 * h - hh * np.sin(np.pi * t)) for t in np.linspace(0, 1, 9)]
-    return [body, handle]
+def _curve(p0: tuple[float, float], c: tuple[float, float], p1: tuple[float, float], n: int = 8) -> Poly:
+    """Quadratic Bezier from p0 to p1 with control point c (rounded toes, heel backs, chair tops)."""
+    t = np.linspace(0, 1, n)[:, None]
+    pts = (1 - t) ** 2 * np.array(p0) + 2 * (1 - t) * t * np.array(c) + t**2 * np.array(p1)
+    return [tuple(p) for p in pts]
+
+
+def _shoe_outline(s: np.ndarray) -> tuple[list[Poly], tuple[float, float, float, float]]:
+    """Shoe/boot outline from 8 parameters: heel height, shaft height, shaft width, toe length, toe roundness,
+    sole thickness, vamp height, heel shape. Returns polylines and the detail region (on the upper)."""
+    base = 0.8
+    heel = 0.02 + 0.2 * s[0]  # heel height
+    shaft = 0.05 + 0.45 * s[1]  # shaft height above the ankle (low shoe .. tall boot)
+    back = 0.1 + 0.12 * s[2]  # x of the shaft's back
+    front = back + 0.16 + 0.14 * s[2]  # x of the shaft's front
+    toe = 0.78 + 0.16 * s[3]  # x of the toe tip
+    sole = 0.015 + 0.05 * s[5]  # sole thickness
+    vamp = 0.1 + 0.12 * s[6]  # height of the toe box above the sole
+    ankle = base - heel - 0.14 - 0.06 * s[6]
+    top = ankle - shaft
+    ball = 0.45 + 0.1 * s[3]  # where the forefoot meets the ground
+    round_c = (toe + 0.02 + 0.06 * s[4], base - sole - vamp * (0.2 + 0.6 * s[4]))
+    upper = [
+        (back + 0.02, base - heel - sole),
+        *_curve((back, base - heel - 0.08), (back - 0.04 * s[7], ankle), (back, top))[1:],
+        (front, top),
+        *_curve((front, top), (front - 0.02, ankle + 0.02), (ball + 0.1, base - sole - vamp))[1:],
+        *_curve((ball + 0.1, base - sole - vamp), round_c, (toe, base - sole))[1:],
+    ]
+    sole_line = [(ball - 0.05, base - sole), (toe, base - sole), (toe + 0.01, base), (ball - 0.08, base),
+                 (back + 0.18, base - heel)]  # fmt: skip
+    heel_w = 0.06 + 0.06 * s[7]
+    heel_block = [(back + 0.02, base - heel - sole), (back + 0.02 + 0.02 * s[7], base), (back + heel_w, base),
+                  (back + heel_w + 0.04 + 0.06 * (1 - s[0]), base - heel), (back + 0.02, base - heel)]  # fmt: skip
+    region = (back + 0.04, top + 0.05, min(toe - 0.1, front + 0.3), base - sole - 0.05)
+    return [upper, sole_line, heel_block], region
+
+
+def _chair_outline(s: np.ndarray) -> tuple[list[Poly], tuple[float, float, float, float]]:
+    """Chair from 10 parameters: seat width, seat height, back height, back top shape (flat..arched), leg length,
+    leg splay, arm rests, seat depth, overall size, stretcher bar. Returns polylines and the detail region (on the back)."""
+    sw = 0.18 + 0.16 * s[0]
+    sy = 0.5 + 0.12 * s[1]
+    bh = 0.18 + 0.25 * s[2]
+    lh = 0.15 + 0.2 * s[4]
+    splay = 0.08 * s[5]
+    depth = 0.04 + 0.08 * s[7]
+    x0, x1 = 0.5 - sw, 0.5 + sw
+    bx0, bx1, by = x0 + depth, x1 - depth, sy - depth
+    seat = [(x0, sy), (x1, sy), (bx1, by), (bx0, by), (x0, sy)]
+    arch = 0.12 * (s[3] - 0.3)
+    back = [(bx0, by), (bx0, by - bh), *_curve((bx0, by - bh), (0.5, by - bh - 2 * arch), (bx1, by - bh))[1:],
+            (bx1, by)]  # fmt: skip
+    bottom = min(sy + lh, 0.97)
+    legs = [[(x0, sy), (x0 - splay, bottom)], [(x1, sy), (x1 + splay, bottom)],
+            [(bx0 + 0.02, sy), (bx0 + 0.02 - splay / 2, bottom - depth)],
+            [(bx1 - 0.02, sy), (bx1 - 0.02 + splay / 2, bottom - depth)]]  # fmt: skip
+    polys = [seat, back, *legs]
+    if s[6] > 0.5:  # arm rests
+        ah = 0.08 + 0.08 * s[6]
+        polys += [[(x0, sy), (x0, sy - ah), (bx0, by - ah)], [(x1, sy), (x1, sy - ah), (bx1, by - ah)]]
+    if s[9] > 0.5:  # a stretcher bar between the front legs, at a varying height
+        t = 0.3 + 0.4 * s[9]
+        polys.append([(x0 - splay * t, sy + (bottom - sy) * t), (x1 + splay * t, sy + (bottom - sy) * t)])
+    region = (bx0 + 0.06, by - bh + 0.06, bx1 - 0.06, by - 0.06)
+    k, c = 0.75 + 0.35 * s[8], np.array([0.5, 0.6])  # overall size of the chair
+
+    def scale(q: tuple[float, float]) -> tuple[float, float]:
+        return tuple(c + k * (np.array(q) - c))
+
+    polys = [[scale(q) for q in poly] for poly in polys]
+    (rx0, ry0), (rx1, ry1) = scale(region[:2]), scale(region[2:])
+    return polys, (rx0, ry0, rx1, ry1)
+
+
+def _bag_outline(s: np.ndarray) -> tuple[list[Poly], tuple[float, float, float, float]]:
+    """Handbag from 8 parameters: width, height, handle height, taper, handle width, bottom roundness, flap."""
+    w, h, hh, tilt = 0.22 + 0.14 * s[0], 0.18 + 0.14 * s[1], 0.08 + 0.2 * s[2], 0.1 * s[3]
+    x0, x1, y1 = 0.5 - w, 0.5 + w, 0.85
+    yt = y1 - 2 * h
+    rb = 0.06 * s[5]
+    body = [(x0 + tilt, yt), (x0, y1 - rb), (x0 + rb, y1), (x1 - rb, y1), (x1, y1 - rb), (x1 - tilt, yt),
+            (x0 + tilt, yt)]  # fmt: skip
+    hw = w * (0.3 + 0.5 * s[4])
+    handle = [(0.5 - hw + t * 2 * hw, yt - hh * np.sin(np.pi * t)) for t in np.linspace(0, 1, 11)]
+    polys = [body, handle]
+    if s[6] > 0.5:  # flap
+        polys.append([(x0 + tilt, yt), (0.5, yt + 0.1 + 0.1 * s[7]), (x1 - tilt, yt)])
+    region = (x0 + 0.08, yt + 0.1, x1 - 0.08, y1 - 0.08)
+    return polys, region
+
+
+_OUTLINES = {"shoe": _shoe_outline, "chair": _chair_outline, "bag": _bag_outline}
 
 
 def _circle(cx: float, cy: float, r: float, n: int = 10) -> Poly:
     return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in np.linspace(0, 2 * np.pi, n + 1)]
 
 
-def _detail(kind: str, cx: float, cy: float) -> list[Poly]:
-    """Polylines of one local detail centred at (cx, cy) (unit coordinates, ~0.05-0.15 across)."""
+def _detail(kind: str, cx: float, cy: float, k: float = 1.0) -> list[Poly]:
+    """Polylines of one local detail centred at (cx, cy), ``k`` times its unit size (~0.05-0.15 across at k=1)."""
+
+    def p(dx: float, dy: float) -> tuple[float, float]:
+        return (cx + k * dx, cy + k * dy)
+
     if kind == "buckle":
-        return [[(cx - 0.04, cy - 0.03), (cx + 0.04, cy - 0.03), (cx + 0.04, cy + 0.03), (cx - 0.04, cy + 0.03),
-                 (cx - 0.04, cy - 0.03)], [(cx, cy - 0.03), (cx, cy + 0.03)]]  # fmt: skip
+        return [[p(-0.04, -0.03), p(0.04, -0.03), p(0.04, 0.03), p(-0.04, 0.03), p(-0.04, -0.03)],
+                [p(0, -0.03), p(0, 0.03)]]  # fmt: skip
     if kind == "bow":
-        return [[(cx, cy), (cx - 0.05, cy - 0.03), (cx - 0.05, cy + 0.03), (cx, cy), (cx + 0.05, cy - 0.03),
-                 (cx + 0.05, cy + 0.03), (cx, cy)]]  # fmt: skip
+        return [[p(0, 0), p(-0.05, -0.03), p(-0.05, 0.03), p(0, 0), p(0.05, -0.03), p(0.05, 0.03), p(0, 0)]]
     if kind == "stripe":
-        return [
-            [(cx - 0.08, cy - 0.02), (cx + 0.08, cy + 0.02)],
-            [(cx - 0.08, cy + 0.01), (cx + 0.08, cy + 0.05)],
-        ]
-    if kind in ("holes", "hole"):
-        if kind == "hole":
-            return [_circle(cx, cy, 0.04, 12)]
-        return [_circle(cx - 0.05 + 0.05 * k, cy, 0.012, 6) for k in range(3)]
+        return [[p(-0.08, -0.02), p(0.08, 0.02)], [p(-0.08, 0.02), p(0.08, 0.06)]]
+    if kind == "hole":
+        return [_circle(cx, cy, 0.04 * k, 12)]
+    if kind == "holes":
+        return [_circle(*p(-0.05 + 0.05 * j, 0), 0.014 * k, 6) for j in range(3)]
     if kind == "laces":
-        return [[(cx - 0.05, cy - 0.04 + 0.03 * k), (cx + 0.05, cy - 0.01 + 0.03 * k)] for k in range(3)]
+        return [[p(-0.05, -0.04 + 0.03 * j), p(0.05, -0.01 + 0.03 * j)] for j in range(3)]
     if kind == "slats":
-        return [[(cx - 0.04 + 0.04 * k, cy - 0.08), (cx - 0.04 + 0.04 * k, cy + 0.08)] for k in range(3)]
+        return [[p(-0.04 + 0.04 * j, -0.08), p(-0.04 + 0.04 * j, 0.08)] for j in range(3)]
     if kind == "cushion":
-        return [[(cx - 0.07, cy + 0.02), (cx - 0.05, cy - 0.03), (cx + 0.05, cy - 0.03), (cx + 0.07, cy + 0.02),
-                 (cx - 0.07, cy + 0.02)]]  # fmt: skip
+        return [[p(-0.07, 0.02), p(-0.05, -0.03), p(0.05, -0.03), p(0.07, 0.02), p(-0.07, 0.02)]]
     if kind == "bar":
-        return [[(cx - 0.1, cy + 0.35), (cx + 0.1, cy + 0.35)]]
+        return [[p(-0.1, 0), p(0.1, 0)], [p(-0.1, 0.03), p(0.1, 0.03)]]
     if kind == "pocket":
-        return [[(cx - 0.06, cy - 0.04), (cx - 0.06, cy + 0.04), (cx + 0.06, cy + 0.04), (cx + 0.06, cy - 0.04)],
-                [(cx - 0.06, cy - 0.04), (cx, cy), (cx + 0.06, cy - 0.04)]]  # fmt: skip
+        return [[p(-0.06, -0.04), p(-0.06, 0.04), p(0.06, 0.04), p(0.06, -0.04)],
+                [p(-0.06, -0.04), p(0, 0), p(0.06, -0.04)]]  # fmt: skip
     raise ValueError(f"unknown detail {kind!r}")
 
 
 def _strokes(template: str, inst: _Instance) -> tuple[list[Poly], list[Poly]]:
-    """(global outline strokes, local detail strokes) of an instance."""
-    x0, y0, x1, y1 = _REGION[template]
+    """(global outline strokes, local detail strokes) of an instance; details sit in the outline's region."""
+    outline, (x0, y0, x1, y1) = _OUTLINES[template](inst.shape)
     local: list[Poly] = []
-    for kind, (u, v) in inst.details.items():
-        local.extend(_detail(kind, x0 + u * (x1 - x0), y0 + v * (y1 - y0)))
-    return _outline(template, inst.shape), local
+    for kind, (u, v, size) in inst.details.items():
+        local.extend(
+            _detail(kind, x0 + u * (x1 - x0), y0 + v * (y1 - y0), _DETAIL_SCALE * (0.7 + 0.6 * size))
+        )
+    return outline, local
 
 
 def _wobble(poly: Poly, rng: np.random.Generator, amp: float) -> Poly:
@@ -166,7 +234,7 @@ def _wobble(poly: Poly, rng: np.random.Generator, amp: float) -> Poly:
     d = np.asarray(dense)
     noise = np.cumsum(rng.normal(0, amp, d.shape), axis=0)
     noise -= np.linspace(0, 1, len(d))[:, None] * noise[-1]  # keep ends close to the original
-    return [tuple(p) for p in d + noise + rng.normal(0, amp * 0.5, d.shape)]
+    return [tuple(p) for p in d + noise]
 
 
 def _render(polys: list[Poly], width: int, size: int = 256) -> np.ndarray:
@@ -186,11 +254,11 @@ def _sketch(template: str, inst: _Instance, rng: np.random.Generator) -> np.ndar
     if rng.uniform() < 0.3:  # a spurious stroke
         cx, cy = rng.uniform(0.25, 0.75, 2)
         polys.append([(cx, cy), (cx + rng.uniform(-0.1, 0.1), cy + rng.uniform(-0.1, 0.1))])
-    ang, sc = rng.uniform(-0.12, 0.12), rng.uniform(0.85, 1.08)
+    ang, sc = rng.uniform(-0.08, 0.08), rng.uniform(0.9, 1.05)
     rot = sc * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
-    shift = rng.uniform(-0.06, 0.06, 2)
+    shift = rng.uniform(-0.04, 0.04, 2)
     warped = [[tuple(rot @ (np.array(p) - 0.5) + 0.5 + shift) for p in poly] for poly in polys]
-    return _render([_wobble(p, rng, 0.0025) for p in warped], width=3)
+    return _render([_wobble(p, rng, 0.0025) for p in warped], width=int(rng.integers(3, 5)))
 
 
 def _annotations(vectors: np.ndarray) -> tuple[list[list[list[int]]], list[np.ndarray]]:
@@ -235,7 +303,7 @@ def synthetic_sbir(
         if n < 2:
             raise ValueError(f"n_{split} must be >= 2, got {n}")
         insts = _make_instances(template, n, rng)
-        photos = np.stack([_render(_wobble_free(template, i), width=2) for i in insts])
+        photos = np.stack([_render(_wobble_free(template, i), width=3) for i in insts])
         sketches = np.stack([_sketch(template, i, rng) for i in insts])
         triplets, _ = _annotations(np.stack([i.vector(kinds) for i in insts]))
         _save_mat(folder / f"{category}_sketch_db_{split}.mat", sketches)
