@@ -38,7 +38,7 @@ class BenchSizes:
 
 SIZES = {
     "paper": BenchSizes(225, None, 128, (256, 128), 64, 30, 600, 150),
-    "smoke": BenchSizes(113, 128, 8, (64, 32), 16, 3, 64, 16),
+    "smoke": BenchSizes(113, 128, 8, (64, 32), 16, 12, 64, 16),
     "tiny": BenchSizes(87, 96, 2, (32, 16), 4, 1, 16, 4),  # tests only
 }
 
