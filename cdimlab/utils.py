@@ -5,13 +5,16 @@ Introduced in notebook 00 (environment check); used by every module that writes 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,26 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return _atomic_write(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a temp sibling of ``dest`` and swap it in with one ``os.replace`` on success.
+
+    Yields the temp folder to fill. On any error the temp folder is removed and ``dest`` is left as it was, so a
+    half-extracted dataset never sits under its final name. An existing ``dest`` is replaced.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def seed_everything(seed: int) -> torch.Generator:

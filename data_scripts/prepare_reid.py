@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cdimlab.data.reid import DUKE_WITHDRAWN, MARKET1501_DIGESTS  # noqa: E402
+from cdimlab.utils import atomic_directory  # noqa: E402
 
 SKIP_NAMES = {"Thumbs.db", ".DS_Store", "desktop.ini"}
 #: expected file counts per folder (relative to the dataset folder)
@@ -173,9 +172,7 @@ def prepare(dataset: str, src: str | Path, dest: str | Path, counts: dict[str, i
         keep = set(table) | set(digests or {}) | set(OPTIONAL.get(dataset, ())) | {"readme.txt"}
         wanted = [n for n in tree.names if n.startswith(pre) and Path(n).name not in SKIP_NAMES
                   and any(n[len(pre):] == k or n[len(pre):].startswith(k + "/") for k in keep)]  # fmt: skip
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    try:
+    with atomic_directory(dest) as staging:
         for n in tqdm(wanted, desc=f"copy {dataset}", disable=not progress):
             out = staging / n[len(pre) :]
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,12 +189,6 @@ def prepare(dataset: str, src: str | Path, dest: str | Path, counts: dict[str, i
         (staging / ".prepared.json").write_text(
             json.dumps({"dataset": dataset, "src": str(src), "files": len(wanted)})
         )
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dest
 
 

@@ -65,3 +65,16 @@ def test_default_data_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert utils.default_data_root() == tmp_path
     monkeypatch.delenv("CDIMLAB_DATA")
     assert utils.default_data_root() == utils.REPO_ROOT / "data"
+
+
+def test_atomic_directory_swaps_in_on_success_and_keeps_old_on_error(tmp_path: Path) -> None:
+    dest = tmp_path / "ds"
+    with utils.atomic_directory(dest) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    assert (dest / "a.txt").read_text() == "v1"
+    with pytest.raises(RuntimeError, match="boom"):
+        with utils.atomic_directory(dest) as tmp:
+            (tmp / "a.txt").write_text("half-written")
+            raise RuntimeError("boom")
+    assert (dest / "a.txt").read_text() == "v1"  # the old folder survives a failed rebuild
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp folder left behind

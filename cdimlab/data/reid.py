@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..utils import atomic_write_json
+from ..utils import atomic_directory, atomic_write_json
 
 REID_DATASETS: tuple[str, ...] = ("market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected")
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
@@ -134,19 +133,10 @@ def _extract_zip(zip_path: Path, cache_dir: Path) -> Path:
     cache_dir = Path(cache_dir)
     if (cache_dir / ".extracted.json").is_file():
         return cache_dir
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir.parent, prefix=f".{cache_dir.name}."))
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            for member in tqdm(zf.infolist(), desc=f"extract {zip_path.name}", leave=False):
-                zf.extract(member, tmp)
+    with atomic_directory(cache_dir) as tmp, zipfile.ZipFile(zip_path) as zf:
+        for member in tqdm(zf.infolist(), desc=f"extract {zip_path.name}", leave=False):
+            zf.extract(member, tmp)
         atomic_write_json(tmp / ".extracted.json", {"zip": str(zip_path), "size": zip_path.stat().st_size})
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        os.replace(tmp, cache_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return cache_dir
 
 
@@ -262,9 +252,7 @@ def _extract_cuhk03_images(mat_path: Path, kind: str, out_dir: Path) -> Path:
 
     if (out_dir / ".complete.json").is_file():
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_directory(out_dir) as tmp:
         count = 0
         with h5py.File(mat_path, "r") as f:
             for pair, pair_ref in enumerate(np.asarray(f[kind]).ravel()):
@@ -280,12 +268,6 @@ def _extract_cuhk03_images(mat_path: Path, kind: str, out_dir: Path) -> Path:
                         )
                         count += 1
         atomic_write_json(tmp / ".complete.json", {"source": str(mat_path), "images": count})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
