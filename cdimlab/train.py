@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cdimlab.data.transforms import to_device
 from cdimlab.utils import atomic_torch_save, atomic_write_text, resolve_device
 
 CHECKPOINT = "checkpoint.pt"
@@ -279,6 +280,11 @@ def _nan_error(it: int, loss: float, out_dir: Path | None, last_ckpt: int | None
     )
 
 
+def _read_loss_every_step(device: torch.device) -> bool:
+    """Read the loss on the host every step on the CPU (free there); on CUDA only at log steps (see _Loop.step)."""
+    return device.type != "cuda"
+
+
 class _Loop:
     """Shared machinery of both fit loops: optimiser, scheduler, logging, checkpoints, resume, NaN guard."""
 
@@ -297,6 +303,8 @@ class _Loop:
         self.dist, self.device = init_distributed(device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.raw = model.to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         if _auto(cfg.channels_last, self.device):
             self.raw = self.raw.to(memory_format=torch.channels_last)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
@@ -328,7 +336,9 @@ class _Loop:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=cfg.iterations, initial=self.start, desc=desc, unit="it", leave=False)
-        self.t0, self.seen, self.window, self.warm = time.perf_counter(), 0, [], False
+        self.t0, self.seen, self.warm = time.perf_counter(), 0, False
+        self._loss_sum: float | Tensor = 0.0  # summed on the device between log steps (see step)
+        self._loss_n = 0
         self.t_start = self.t0
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -358,6 +368,9 @@ class _Loop:
         self.best_val, self.best_iteration = ck["best_val"], ck["best_iteration"]
         self.best_state, self.bad_evals = ck["best_state"], ck["bad_evals"]
         self.log, self.extra_state = list(ck["log"]), dict(ck.get("extra", {}))
+        if self.dist.rank != 0:  # the checkpoint holds rank 0's sampling state: give this rank its own stream
+            self.gen.manual_seed(self.cfg.seed + 1_000_003 * self.dist.rank + self.start)
+            self.extra_state.pop("sampler", None)
 
     def sync_buffers(self) -> None:
         """Average BatchNorm running statistics over ranks (DDP only syncs gradients), so every rank evaluates and
@@ -372,7 +385,12 @@ class _Loop:
                 buf.div_(self.dist.world_size)
 
     def checkpoint(self, it: int) -> None:
-        """Rank 0 writes ``checkpoint.pt`` and ``log.csv`` atomically; other ranks only wait."""
+        """Rank 0 writes ``checkpoint.pt`` and ``log.csv`` atomically; other ranks only wait.
+
+        Losses not yet read (CUDA) are checked first, so weights after a NaN never overwrite a good checkpoint.
+        """
+        if self._loss_n and self._nonfinite_anywhere(float(self._loss_sum)):
+            raise self._stop_on_nan(it, float(self._loss_sum))
         self.sync_buffers()
         if self.out_dir is not None and self.dist.is_main:
             atomic_torch_save(self.state(it), self.out_dir / CHECKPOINT)
@@ -381,36 +399,70 @@ class _Loop:
         _barrier(self.dist)
 
     # -- per step ---------------------------------------------------------------------------------------------
-    def step(self, it: int, loss: Tensor) -> float:
-        """Backward + optimiser + scheduler step; raises FloatingPointError (nothing written) on NaN/inf."""
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            if self.bar is not None:
-                self.bar.close()
-            raise _nan_error(it + 1, value, self.out_dir, self.last_ckpt)
+    def step(self, it: int, loss: Tensor, need_value: bool = False) -> float | None:
+        """Backward + optimiser + scheduler step; raises FloatingPointError (nothing written) on NaN/inf.
+
+        On the CPU (or with ``need_value``) the loss is read and checked every step, before the update. On CUDA a
+        host read is a device sync that would leave the GPU idle between steps, so the loss is summed on the
+        device and read at log steps and checkpoints: a NaN then stops the run at the next read, and no checkpoint
+        is ever written after it. Returns the step's loss when it was read, else None.
+        """
+        done = it + 1
+        eager = _read_loss_every_step(self.device) or need_value
+        value = None
+        if eager:
+            value = float(loss.detach())
+            if self._nonfinite_anywhere(value):
+                raise self._stop_on_nan(done, value)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.sched.step()
+        self._loss_sum = self._loss_sum + (value if eager else loss.detach().float())
+        self._loss_n += 1
         self.seen += self.images_per_step
         if not self.warm:  # the first step (allocations, autotuning) is not timed
             self.warm, self.seen, self.t0 = True, 0, time.perf_counter()
-        self.window.append(value)
-        done = it + 1
         if done % max(1, self.cfg.log_every) == 0 or done == self.cfg.iterations:
+            mean = float(self._loss_sum) / max(self._loss_n, 1)
+            if self._nonfinite_anywhere(mean):
+                raise self._stop_on_nan(done, mean)
             self.log.append(
-                {
-                    "iteration": done,
-                    "loss": float(np.mean(self.window)),
-                    "lr": self.opt.param_groups[0]["lr"],
-                    "img_per_s": round(self.img_per_s(), 2),
-                }
-            )
-            self.window = []
+                {"iteration": done, "loss": mean, "lr": self.opt.param_groups[0]["lr"],
+                 "img_per_s": round(self.img_per_s(), 2)}
+            )  # fmt: skip
+            self._loss_sum, self._loss_n = 0.0, 0
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{self.img_per_s():.0f}", refresh=False)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{value:.4f}", img_s=f"{self.img_per_s():.0f}")
         return value
+
+    def _nonfinite_anywhere(self, value: float) -> bool:
+        """True when ``value`` is NaN/inf on this rank or on any other (so that every rank stops together)."""
+        bad = not math.isfinite(value)
+        if self.dist.world_size > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(bad)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = bool(flag.item())
+        return bad
+
+    def _stop_on_nan(self, it: int, value: float) -> FloatingPointError:
+        if self.bar is not None:
+            self.bar.close()
+        return _nan_error(it, value, self.out_dir, self.last_ckpt)
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's decision (e.g. early stopping) for every rank, so no rank leaves the loop alone and hangs DDP."""
+        if self.dist.world_size <= 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
 
     def img_per_s(self) -> float:
         """Images through the model per second (all ranks together), this call, first step excluded."""
@@ -561,12 +613,13 @@ def fit_triplet(
         with _autocast(cfg, dev):
             emb = loop.model(x).float()
         ea, ep, en = emb.split(per_rank)
-        value = loop.step(it, triplet_ranking_loss(ea, ep, en, margin=cfg.margin, distance=cfg.distance))
+        loss = triplet_ranking_loss(ea, ep, en, margin=cfg.margin, distance=cfg.distance)
+        value = loop.step(it, loss, need_value=callback is not None)
         it += 1
         if val is not None and len(val) > 0 and (it % cfg.eval_every == 0 or it == cfg.iterations):
             loop.sync_buffers()
             metrics = evaluate_sbir(loop.raw, val, dev, protocol="center", cfg=cfg)
-            stop = loop.observe_val(it, metrics["acc@1"] + 1e-3 * metrics["acc@10"], metrics)
+            stop = loop.agree(loop.observe_val(it, metrics["acc@1"] + 1e-3 * metrics["acc@10"], metrics))
             loop.raw.train()
         if it % cfg.checkpoint_every == 0 and it < cfg.iterations and not stop:
             loop.checkpoint(it)
@@ -641,7 +694,10 @@ def fit_classifier(
         x = bank.train_batch(idx, loop.gen)
         with _autocast(cfg, dev):
             logits = loop.model(x).float()
-        value = loop.step(it, cross_entropy(logits, labels[idx.to(dev)], label_smoothing=cfg.label_smoothing))
+        target = labels[to_device(idx, dev)]
+        value = loop.step(
+            it, cross_entropy(logits, target, label_smoothing=cfg.label_smoothing), callback is not None
+        )
         it += 1
         if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
             loop.checkpoint(it)
@@ -709,9 +765,10 @@ def sbir_distances(
     in_ch = getattr(_backbone_of(model), "in_channels", 1)
     views = SBIR_VIEWS[protocol]
     sk = embed_images(model, sbir_bank(split.sketches, device, cfg, train=False, in_channels=in_ch), device,
-                      cfg.eval_batch_size, views, cfg.amp)  # fmt: skip
+                      cfg.eval_batch_size, views, False)  # fmt: skip
     ph = embed_images(model, sbir_bank(split.photos, device, cfg, train=False, in_channels=in_ch), device,
-                      cfg.eval_batch_size, views, cfg.amp)  # fmt: skip
+                      cfg.eval_batch_size, views, False)  # fmt: skip
+    # evaluation embeds in float32 (amp off): bf16 rounding could reorder near-ties in the ranking
     return [pairwise_distance(sk[v], ph[v]) for v in range(len(views))]
 
 
@@ -790,12 +847,12 @@ def evaluate_reid(
     device = resolve_device(device)
     cfg = cfg or TrainConfig()
     banks = data if isinstance(data, ReIDBanks) else reid_eval_banks(data, device, cfg)
-    qf = embed_images(model, banks.query, device, cfg.eval_batch_size, (4,), cfg.amp)[0]
-    gf = embed_images(model, banks.gallery, device, cfg.eval_batch_size, (4,), cfg.amp)[0]
+    qf = embed_images(model, banks.query, device, cfg.eval_batch_size, (4,), False)[0]
+    gf = embed_images(model, banks.gallery, device, cfg.eval_batch_size, (4,), False)[0]
     cmc, mAP = cmc_map(pairwise_distance(qf, gf), banks.q_pids, banks.g_pids, banks.q_camids, banks.g_camids)
     out = {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9])}
     if multi_query and banks.mq is not None:
-        mf = embed_images(model, banks.mq, device, cfg.eval_batch_size, (4,), cfg.amp)[0]
+        mf = embed_images(model, banks.mq, device, cfg.eval_batch_size, (4,), False)[0]
         pooled = multi_query_pool(
             mf,
             torch.as_tensor(banks.mq_pids),

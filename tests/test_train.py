@@ -307,3 +307,27 @@ def test_early_stopping_keeps_best_weights_and_stays_stopped_on_resume(tmp_path)
     again = fit_triplet(tiny_embedder(), tiny_split(6), tiny_split(4, seed=2), cfg, "cpu", tmp_path, resume=True,
                         progress=False)  # fmt: skip
     assert again.iterations_run == res.iterations_run and again.stopped_early
+
+
+def test_cuda_style_lazy_loss_reads_log_the_same_and_still_stop_on_nan(tmp_path, monkeypatch):
+    """On CUDA the loss is summed on the device and read only at log steps / checkpoints (no per-step sync).
+    Exercise that path on the CPU: same logged losses as reading every step; a NaN still stops the run at the next
+    read and the last good checkpoint is left untouched."""
+    import cdimlab.train as train_mod
+
+    cfg = tiny_cfg(iterations=8, checkpoint_every=4, eval_every=100, log_every=2)
+    eager = fit_triplet(tiny_embedder(), tiny_split(8), None, cfg, "cpu", None, progress=False)
+    monkeypatch.setattr(train_mod, "_read_loss_every_step", lambda device: False)
+    lazy = fit_triplet(tiny_embedder(), tiny_split(8), None, cfg, "cpu", None, progress=False)
+    assert [r["loss"] for r in lazy.log] == pytest.approx([r["loss"] for r in eager.log], rel=1e-6)
+
+    model, calls = tiny_embedder(), {"n": 0}
+
+    def poison_after_five_steps(module, inputs, output):
+        calls["n"] += 1  # one forward per step (the triplet batch goes through the tower at once)
+        return output * float("nan") if calls["n"] > 5 else output
+
+    model.backbone.fc.register_forward_hook(poison_after_five_steps)
+    with pytest.raises(FloatingPointError, match=r"iteration 6"):
+        fit_triplet(model, tiny_split(8), None, cfg, "cpu", tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 4

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .transforms import crop_view, normalize, random_crop_flip
+from .transforms import crop_view, normalize, random_crop_flip, to_device
 
 
 def _to_nchw_uint8(images: np.ndarray | Tensor) -> Tensor:
@@ -101,11 +101,17 @@ class ImageBank:
         return self.crop if self.crop is not None else self.image_size
 
     def _finish(self, x: Tensor) -> Tensor:
-        out = normalize(x, self.mean, self.std)
+        if getattr(self, "_affine", None) is None:  # built once on the device: no per-batch host copies
+            normalize(x[:1, :, :1, :1], self.mean, self.std)  # validates mean/std against the channels
+            m = torch.as_tensor(list(self.mean), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+            s = torch.as_tensor(list(self.std), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+            self._affine = (1.0 / (255.0 * s), -(m / s))  # the same arithmetic as normalize()
+        scale, shift = self._affine
+        out = x.float() * scale + shift  # == normalize(x, mean, std)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _gather(self, idx: Tensor | Sequence[int]) -> Tensor:
-        idx_t = torch.as_tensor(idx, dtype=torch.long).to(self.device)
+        idx_t = to_device(torch.as_tensor(idx, dtype=torch.long), self.device)
         return self.data.index_select(0, idx_t)
 
     def train_batch(self, idx: Tensor | Sequence[int], generator: torch.Generator | None) -> Tensor:

@@ -39,6 +39,20 @@ TEN_VIEW_ORDER: tuple[tuple[str, bool], ...] = (
 )
 
 
+def to_device(t: Tensor, device: torch.device | str) -> Tensor:
+    """Copy a small CPU tensor (indices, offsets, masks) to ``device`` without stalling the GPU.
+
+    A plain ``.to("cuda")`` from pageable memory synchronises the stream; from pinned memory with
+    ``non_blocking=True`` it is queued like a kernel, so sampling on the CPU overlaps the GPU's work.
+    """
+    device = torch.device(device)
+    if t.device == device or (device.type == t.device.type and device.index is None):
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _check_crop(x: Tensor, crop: tuple[int, int]) -> tuple[int, int]:
     """Validate a (h, w) crop against a (B, C, H, W) batch and return it as ints."""
     if x.dim() != 4:
@@ -58,12 +72,12 @@ def crop_boxes(
     """
     h, w = _check_crop(x, crop)
     dev = x.device
-    ys, xs = ys.to(dev).long(), xs.to(dev).long()
+    ys, xs = to_device(ys.long(), dev), to_device(xs.long(), dev)
     rows = ys[:, None] + torch.arange(h, device=dev)[None, :]  # (B, h)
     ar = torch.arange(w, device=dev)[None, :]
     cols = xs[:, None] + ar  # (B, w)
     if flips is not None:
-        cols = torch.where(flips.to(dev)[:, None], xs[:, None] + (w - 1 - ar), cols)
+        cols = torch.where(to_device(flips, dev)[:, None], xs[:, None] + (w - 1 - ar), cols)
     b = torch.arange(x.shape[0], device=dev)[:, None, None]
     out = x[b, :, rows[:, :, None], cols[:, None, :]]  # advanced indexing -> (B, h, w, C)
     return out.permute(0, 3, 1, 2).contiguous()
@@ -74,7 +88,7 @@ def hflip(x: Tensor, mask: Tensor | None = None) -> Tensor:
     flipped = x.flip(-1)
     if mask is None:
         return flipped
-    return torch.where(mask.to(x.device)[:, None, None, None], flipped, x)
+    return torch.where(to_device(mask, x.device)[:, None, None, None], flipped, x)
 
 
 def random_crop_flip(
