@@ -82,6 +82,16 @@ def acc_at_k_curve(dist: Tensor | np.ndarray | Sequence, ks: Iterable[int] = ran
     return np.array([(ranks <= k).mean() for k in ks], dtype=np.float64)
 
 
+def _percent_curve_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """The shared look of the acc@K and CMC curves: 0-100 % axis, light grid, small legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+
+
 def plot_acc_at_k_curve(
     dist_by_label: Mapping[str, Tensor | np.ndarray | Sequence], ks: Iterable[int] = range(1, 21)
 ) -> Figure:
@@ -94,12 +104,7 @@ def plot_acc_at_k_curve(
     for label, dist in dist_by_label.items():
         curve = 100.0 * acc_at_k_curve(dist, ks)
         ax.plot(ks, curve, marker="o", ms=3, label=f"{label} (acc@1 {curve[0]:.1f}%)")
-    ax.set_xlabel("K")
-    ax.set_ylabel("acc@K (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("FG-SBIR: share of sketches whose photo is in the top K", fontsize=10)
+    _percent_curve_axes(ax, "K", "acc@K (%)", "FG-SBIR: share of sketches whose photo is in the top K")
     return fig
 
 
@@ -120,12 +125,7 @@ def plot_cmc(cmc_by_label: Mapping[str, np.ndarray | Sequence[float] | tuple], m
         ranks = np.arange(1, len(cmc) + 1)
         extra = f", mAP {100 * m_ap:.1f}%" if m_ap is not None else ""
         ax.plot(ranks, 100 * cmc, marker="o", ms=3, label=f"{label} (rank-1 {100 * cmc[0]:.1f}%{extra})")
-    ax.set_xlabel("rank")
-    ax.set_ylabel("matching rate (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("ReID: cumulative matching characteristic", fontsize=10)
+    _percent_curve_axes(ax, "rank", "matching rate (%)", "ReID: cumulative matching characteristic")
     return fig
 
 
