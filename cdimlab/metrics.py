@@ -8,6 +8,7 @@ evaluation sorts each chunk of queries at once instead of looping over queries i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ def pairwise_distance(a: ArrayLike, b: ArrayLike, metric: str = "euclidean") -> 
     tensor).
 
     ``euclidean`` = sqrt of the clamped (>= 0) squared distance; ``sqeuclidean``; ``cosine`` = 1 - cos similarity.
+    Always float32, even inside a caller's ``torch.autocast`` (disabled here): a bf16 matmul would round the
+    distances enough to create false ties and reorder near neighbours.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -36,13 +39,25 @@ def pairwise_distance(a: ArrayLike, b: ArrayLike, metric: str = "euclidean") -> 
     b = _as_tensor(b, device=a.device, dtype=torch.float32)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"a and b must be (N, D) and (M, D); got {tuple(a.shape)} and {tuple(b.shape)}")
-    if metric == "cosine":
-        a = torch.nn.functional.normalize(a, dim=1)
-        b = torch.nn.functional.normalize(b, dim=1)
-        return 1.0 - a @ b.T
-    d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    d2 = d2.clamp_min_(0.0)
-    return d2 if metric == "sqeuclidean" else d2.sqrt_()
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        if metric == "cosine":
+            a = torch.nn.functional.normalize(a, dim=1)
+            b = torch.nn.functional.normalize(b, dim=1)
+            return 1.0 - a @ b.T
+        d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        d2 = d2.clamp_min_(0.0)
+        return d2 if metric == "sqeuclidean" else d2.sqrt_()
+
+
+def _require_finite(d: Tensor, name: str = "dist") -> None:
+    """Raise a ValueError naming how many entries of ``d`` are NaN/inf and what usually causes them."""
+    bad = int((~torch.isfinite(d)).sum())
+    if bad:
+        raise ValueError(
+            f"{name} contains {bad} non-finite value(s) (NaN or inf) out of {d.numel()}: the embeddings are not "
+            "finite, usually because training diverged (NaN loss: lower the learning rate, check fp16/bf16 "
+            "overflow) or a checkpoint is broken. Check torch.isfinite(features).all() before evaluating."
+        )
 
 
 def _average_views(dist: ArrayLike | Sequence[ArrayLike]) -> Tensor:
@@ -57,30 +72,80 @@ def _average_views(dist: ArrayLike | Sequence[ArrayLike]) -> Tensor:
     return d.mean(0) if d.dim() == 3 else d
 
 
-def true_match_ranks(dist: ArrayLike | Sequence[ArrayLike]) -> Tensor:
-    """1-based rank of gallery item i for query i: (number of items with STRICTLY smaller distance) + 1.
+def true_match_ties(
+    dist: ArrayLike | Sequence[ArrayLike], true_match: ArrayLike | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(before, tied)`` per query, int64: how many gallery items are STRICTLY closer than the true match, and
+    how many are at EXACTLY its distance (the true match included, so ``tied >= 1``).
 
-    Ties are therefore resolved in the query's favour (an equally close wrong item does not push it down).
+    Under uniformly random tie-breaking the true match's rank is uniform on ``before + 1 .. before + tied``: the
+    honest rank is a range, not a number, whenever ``tied > 1``. ``dist`` is ``(Q, G)`` (a list of view matrices is
+    averaged first); ``true_match[q]`` is the gallery index of query q's match (default: q, which needs a square
+    matrix). Non-finite distances raise a ValueError.
     """
     d = _average_views(dist)
-    if d.dim() != 2 or d.shape[0] != d.shape[1] or d.shape[0] == 0:
-        raise ValueError(
-            f"dist must be a non-empty square (N, N) matrix (query i matches gallery i); got {tuple(d.shape)}"
-        )
-    return (d < d.diagonal()[:, None]).sum(1) + 1
+    if d.dim() != 2 or 0 in d.shape:
+        raise ValueError(f"dist must be a non-empty (num_query, num_gallery) matrix; got {tuple(d.shape)}")
+    if true_match is None:
+        if d.shape[0] != d.shape[1]:
+            raise ValueError(
+                f"dist must be a non-empty square (N, N) matrix (query i matches gallery i); got {tuple(d.shape)}"
+                " -- or pass true_match=[gallery index of each query's match]"
+            )
+        tm = torch.arange(d.shape[0], device=d.device)
+    else:
+        tm = _as_tensor(true_match, d.device, torch.int64).reshape(-1)
+        if len(tm) != d.shape[0] or int(tm.min()) < 0 or int(tm.max()) >= d.shape[1]:
+            raise ValueError(
+                f"true_match must hold one gallery index in [0, {d.shape[1]}) per query ({d.shape[0]})"
+            )
+    _require_finite(d)
+    dt = d.gather(1, tm[:, None])
+    return (d < dt).sum(1), (d == dt).sum(1)
+
+
+def true_match_ranks(dist: ArrayLike | Sequence[ArrayLike], true_match: ArrayLike | None = None) -> Tensor:
+    """EXPECTED 1-based rank of each query's true match under uniformly random tie-breaking, float32:
+    ``before + (tied + 1) / 2`` (see :func:`true_match_ties`). Without ties it is the usual integer rank.
+
+    Ties favour neither side: the old "1 + number strictly closer" rule gave a constant embedding rank 1
+    everywhere. Use :func:`acc_at_k` for acc@K (``mean(rank <= K)`` of expected ranks is not expected acc@K).
+    """
+    before, tied = true_match_ties(dist, true_match)
+    return before.float() + (tied.float() + 1.0) / 2.0
+
+
+def hit_probability(before: ArrayLike, tied: ArrayLike, k: int) -> Tensor:
+    """P(rank <= k) per query under random tie-breaking: ``clip((k - before) / tied, 0, 1)``, float64."""
+    b, t = _as_tensor(before, dtype=torch.float64), _as_tensor(tied, dtype=torch.float64)
+    return ((k - b) / t).clamp(0.0, 1.0)
+
+
+def _exact_mean_hits(before: Tensor, tied: Tensor, k: int) -> float:
+    """mean over queries of clip(k - before, 0, tied) / tied, summed exactly as fractions (one float rounding),
+    so a constant embedding gives exactly K/N and tie-free inputs the plain share of hits."""
+    num = torch.minimum((k - before).clamp(0), tied)
+    ts, inv = torch.unique(tied, return_inverse=True)
+    sums = torch.zeros(len(ts), dtype=torch.int64, device=tied.device).index_add_(0, inv, num)
+    total = sum(
+        (Fraction(int(s), int(t)) for s, t in zip(sums.tolist(), ts.tolist(), strict=True)), Fraction(0)
+    )
+    return float(total / len(before))
 
 
 def acc_at_k(dist: ArrayLike | Sequence[ArrayLike], ks: Sequence[int] = (1, 10)) -> dict[int, float]:
-    """FG-SBIR acc@K: the share (in [0, 1]) of queries whose true match (gallery i for query i) is in the top K.
+    """FG-SBIR acc@K: the expected share (in [0, 1]) of queries whose true match (gallery i for query i) is in the
+    top K, under uniformly random tie-breaking (DESIGN.md: ties favour neither side).
 
-    ``dist`` is ``(N, N)`` or a list of view matrices, averaged first (the 10-view protocol). Rank of the true
-    match = (number of gallery items with strictly smaller distance) + 1, so ties count in the query's favour.
+    ``dist`` is ``(N, N)`` or a list of view matrices, averaged first (the 10-view protocol). Per query,
+    P(rank <= K) = clip((K - before) / tied, 0, 1) (:func:`true_match_ties`), so a constant embedding scores
+    exactly K/N (chance), not 1. Non-finite distances raise a ValueError (a diverged model).
     """
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
-    ranks = true_match_ranks(dist)
-    return {k: float((ranks <= k).float().mean()) for k in ks}
+    before, tied = true_match_ties(dist)
+    return {k: _exact_mean_hits(before, tied, k) for k in ks}
 
 
 def cmc_map(
@@ -99,8 +164,12 @@ def cmc_map(
     Per query: gallery items with the same identity AND the same camera are removed, junk (pid -1) is removed,
     distractors (pid 0) stay as negatives. Queries left without a true match are skipped (all skipped ->
     ValueError). AP = mean over true matches of precision at their rank; CMC clipped at 1 and averaged over valid
-    queries (when fewer than ``max_rank`` items remain, CMC stays at its last value). Ties in distance are broken
-    by gallery order (stable sort). Queries are processed in chunks of ``chunk_size`` to bound memory.
+    queries (when fewer than ``max_rank`` items remain, CMC stays at its last value). Non-finite distances raise
+    a ValueError (a diverged model). Ties in distance are broken by gallery order (stable sort), as torchreid's
+    ``argsort`` does, so numbers stay comparable with published ones; unlike the old acc@K rule this does not
+    favour the query by construction (a tied match goes behind tied items of lower gallery index), but it is
+    neutral only when the gallery order is unrelated to identity: in Market-1501's filename order distractors
+    (pid 0) come first, so an all-tied row (a collapsed model) ranks them ahead of the matches. Queries are processed in chunks of ``chunk_size`` to bound memory.
     ``method``: ``"sort"`` sorts every row (fast on a GPU); ``"hist"`` ranks only the true matches with a
     histogram of each row (no sort, ~4x faster on a CPU); ``"auto"`` picks sort on CUDA and hist elsewhere.
     Both give identical results.
@@ -141,7 +210,7 @@ def cmc_map(
         dc = d[s : s + chunk_size] if cols is None else d[s : s + chunk_size].index_select(1, cols)
         lo, hi = dc.min(1, keepdim=True).values, dc.max(1, keepdim=True).values  # min/max propagate NaN
         if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-            raise ValueError("dist contains NaN or infinite values; check the features")
+            _require_finite(d)  # raises, naming how many values are NaN/inf
         kept, match = _chunk_masks(qp[s : s + chunk_size], qc[s : s + chunk_size], gp, gc)
         out = None if method == "sort" else _cmc_ap_chunk_hist(dc, kept, match, max_rank, lo, hi)
         hits, ap = out if out is not None else _cmc_ap_chunk_sort(dc, kept, match, max_rank)

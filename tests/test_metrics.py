@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from cdimlab.metrics import acc_at_k, cmc_map, multi_query_pool, pairwise_distance, true_match_ranks
+from cdimlab.metrics import (
+    acc_at_k,
+    cmc_map,
+    hit_probability,
+    multi_query_pool,
+    pairwise_distance,
+    true_match_ranks,
+    true_match_ties,
+)
 
 
 def reference_cmc_map(d, qp, gp, qc, gg, max_rank):
@@ -83,8 +91,15 @@ def test_cmc_map_errors():
         cmc_map(np.zeros((1, 2)), [1], [1, 2], [0], [0, 0])
     with pytest.raises(ValueError, match="ids do not match"):
         cmc_map(np.zeros((2, 2)), [1], [1, 2], [0], [0, 0])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"2 non-finite value\(s\) \(NaN or inf\).*diverged"):
         cmc_map(np.full((1, 2), np.nan), [1], [1, 2], [0], [1, 0])
+
+
+def test_cmc_map_ties_follow_gallery_order_not_the_query():
+    # all distances tied: the match (gallery 1) goes behind gallery 0, as torchreid's stable argsort does
+    cmc, mAP = cmc_map(np.zeros((1, 2)), [1], [2, 1], [0], [1, 1], max_rank=2)
+    np.testing.assert_allclose(cmc, [0.0, 1.0])
+    assert mAP == pytest.approx(0.5)
 
 
 def test_acc_at_k_hand_example_and_ties():
@@ -92,12 +107,69 @@ def test_acc_at_k_hand_example_and_ties():
         [
             [0.1, 0.5, 0.9],  # rank 1
             [0.2, 0.3, 0.1],  # two items strictly closer -> rank 3
-            [0.4, 0.7, 0.4],  # tie with item 0: strictly-smaller rule -> rank 1
+            [0.4, 0.7, 0.4],  # tie with item 0: rank 1 or 2 with probability 1/2 each -> expected rank 1.5
         ]
     )
-    assert true_match_ranks(d).tolist() == [1, 3, 1]
-    acc = acc_at_k(d, ks=(1, 2, 3))
-    assert acc == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3), 3: pytest.approx(1.0)}
+    # (updated: the old strictly-smaller rule gave query 2 rank 1 and acc@1 = 2/3, counting the tie as a hit)
+    assert true_match_ranks(d).tolist() == [1.0, 3.0, 1.5]
+    assert acc_at_k(d, ks=(1, 2, 3)) == {1: 0.5, 2: 2 / 3, 3: 1.0}
+
+
+def test_acc_at_k_ties_are_expected_value_hand_computed():
+    # query 0: one item strictly closer (b = 1) and a 3-way tie (t = 3) -> P(rank <= 2) = (2 - 1) / 3 = 1/3
+    d = np.array(
+        [
+            [0.5, 0.1, 0.5, 0.5],
+            [0.9, 0.1, 0.5, 0.6],
+            [0.9, 0.8, 0.1, 0.6],
+            [0.9, 0.8, 0.7, 0.1],
+        ]
+    )
+    before, tied = true_match_ties(d)
+    assert before.tolist() == [1, 0, 0, 0] and tied.tolist() == [3, 1, 1, 1]
+    assert hit_probability(before, tied, 2).tolist() == [1 / 3, 1.0, 1.0, 1.0]
+    assert true_match_ranks(d).tolist() == [3.0, 1.0, 1.0, 1.0]  # uniform on 2..4
+    assert acc_at_k(d, ks=(1, 2, 3, 4)) == {1: 3 / 4, 2: (1 / 3 + 3) / 4, 3: (2 / 3 + 3) / 4, 4: 1.0}
+    # mixed tie sizes: q0 b=1 t=2, q1 b=0 t=3, q2 alone
+    d = np.array([[0.5, 0.1, 0.5], [0.2, 0.2, 0.2], [0.3, 0.9, 0.1]])
+    assert acc_at_k(d, ks=(1, 2, 3)) == {1: 4 / 9, 2: 13 / 18, 3: 1.0}
+
+
+def test_true_match_ties_with_explicit_true_match():
+    d = np.array([[0.3, 0.5, 0.1, 0.5, 0.5]])  # one query, five gallery items, match = item 1
+    before, tied = true_match_ties(d, true_match=[1])
+    assert (before.tolist(), tied.tolist()) == ([2], [3])
+    assert true_match_ranks(d, true_match=[1]).tolist() == [4.0]  # uniform on 3..5
+    with pytest.raises(ValueError, match="true_match"):
+        true_match_ties(d, true_match=[5])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_constant_embedding_scores_chance_exactly(metric):
+    n = 115
+    e = torch.randn(1, 256).repeat(n, 1)  # a collapsed model: every sketch and photo embeds the same
+    d = pairwise_distance(e, e, metric)
+    assert acc_at_k(d, ks=(1, 10)) == {1: 1 / n, 10: 10 / n}  # the old rule scored 1.0 and 1.0
+    assert acc_at_k([d] * 10, ks=(1, 10)) == {1: 1 / n, 10: 10 / n}  # 10 views, averaged
+    assert true_match_ranks(d).tolist() == [(n + 1) / 2] * n
+
+
+def test_acc_at_k_views_averaged_before_ties():
+    a = np.array([[0.0, 1.0], [1.0, 0.0]])
+    b = np.array([[2.0, 1.0], [1.0, 0.0]])  # the average [[1, 1], [1, 0]] ties query 0's match with item 1
+    assert acc_at_k([a, b], ks=(1, 2)) == {1: 0.75, 2: 1.0}
+
+
+def test_non_finite_distances_raise_with_count_and_cause():
+    nan = torch.full((4, 8), float("nan"))
+    with pytest.raises(ValueError, match=r"16 non-finite value\(s\).*diverged"):
+        acc_at_k(pairwise_distance(nan, nan))  # the old rule returned 1.0 here
+    d = np.eye(3)
+    d[1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"1 non-finite value\(s\) \(NaN or inf\) out of 9"):
+        acc_at_k([np.eye(3), d])
+    with pytest.raises(ValueError, match="non-finite"):
+        true_match_ranks(d)
 
 
 def test_acc_at_k_averages_views():
@@ -115,6 +187,19 @@ def test_acc_at_k_errors():
         acc_at_k(np.zeros((0, 0)))
     with pytest.raises(ValueError, match="positive"):
         acc_at_k(np.zeros((2, 2)), ks=(0,))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_pairwise_distance_is_float32_inside_autocast(metric):
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(40, 64)), rng.normal(size=(50, 64))
+    ref = pairwise_distance(torch.tensor(a, dtype=torch.float64), b, metric)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = pairwise_distance(torch.tensor(a, dtype=torch.float32), b, metric)
+        half = pairwise_distance(torch.tensor(a, dtype=torch.bfloat16), b, metric)  # inputs are upcast
+    assert d.dtype == torch.float32 and half.dtype == torch.float32
+    np.testing.assert_allclose(d.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)  # a bf16 matmul is off by ~1e-2
+    np.testing.assert_allclose(half.numpy(), ref.numpy(), rtol=2e-2, atol=2e-2)
 
 
 def test_pairwise_distance_metrics():
