@@ -37,7 +37,7 @@ from cdimlab.viz import (
     to_display,
     top_filters,
 )
-from cdimlab.viz.gallery import MATCH_COLOUR, MISS_COLOUR
+from cdimlab.viz.gallery import MATCH_COLOUR, MISS_COLOUR, rank_label
 
 
 class TinyTapped(TappedBackbone):
@@ -255,17 +255,34 @@ def test_gradcam_on_sketchanet_and_render_grayscale():
 # ------------------------------------------------------------------------------------------------ gallery
 def test_rank_of_true_match_hand_computed_and_agrees_with_metrics():
     d = np.array([[0.1, 0.5, 0.3], [0.2, 0.4, 0.4], [0.9, 0.1, 0.5]])
-    np.testing.assert_array_equal(rank_of_true_match(d), [1, 2, 2])  # a tie does not push the match down
-    np.testing.assert_array_equal(rank_of_true_match([d, d + 1.0]), [1, 2, 2])  # views are averaged
+    # query 1 ties its match with item 2: rank 2 or 3 -> expected 2.5 (updated: the old rule said 2, the query's
+    # favour); query 2 has one item strictly closer -> 2
+    np.testing.assert_array_equal(rank_of_true_match(d), [1, 2.5, 2])
+    np.testing.assert_array_equal(rank_of_true_match([d, d + 1.0]), [1, 2.5, 2])  # views are averaged
     np.testing.assert_array_equal(rank_of_true_match(d, true_match=[2, 0, 1]), [2, 1, 1])
-    from cdimlab.metrics import acc_at_k
+    assert rank_label(d) == ["rank 1", "rank 2-3 (2-way tie)", "rank 2"]
+    from cdimlab.metrics import acc_at_k, hit_probability, true_match_ties
 
     rng = np.random.default_rng(0)
     dist = rng.integers(0, 5, size=(30, 30)).astype(np.float32)  # many ties
     ranks = rank_of_true_match(dist)
-    ref = acc_at_k(torch.from_numpy(dist), ks=(1, 5, 10))
-    for k, v in ref.items():
-        assert np.isclose((ranks <= k).mean(), v)
+    before, tied = true_match_ties(dist)
+    np.testing.assert_allclose(ranks, before.numpy() + (tied.numpy() + 1) / 2)
+    for k, v in acc_at_k(dist, ks=(1, 5, 10)).items():
+        assert np.isclose(hit_probability(before, tied, k).mean(), v)
+    with pytest.raises(ValueError, match="non-finite"):
+        rank_of_true_match(np.full((3, 3), np.nan))
+
+
+def test_constant_distances_rank_in_the_middle():
+    ranks = rank_of_true_match(np.ones((5, 5)))
+    np.testing.assert_array_equal(ranks, [3.0] * 5)  # uniform on 1..5; the old rule put every match first
+    assert rank_label(np.ones((5, 5)))[0] == "rank 1-5 (5-way tie)"
+    from cdimlab.viz.plots import acc_at_k_curve
+
+    np.testing.assert_allclose(
+        acc_at_k_curve(np.ones((5, 5)), ks=(1, 2, 5)), [0.2, 0.4, 1.0]
+    )  # the same rule
 
 
 def test_ranked_rows_reid_excludes_junk_and_same_camera():
@@ -290,6 +307,8 @@ def test_render_ranked_gallery_frames_matches():
     assert frame[1:4] == [MATCH_COLOUR, MISS_COLOUR, MISS_COLOUR]
     assert frame[5:8] == [MISS_COLOUR, MISS_COLOUR, MATCH_COLOUR]
     assert "rank 3" in fig.axes[4].get_title()
+    tied = render_ranked_gallery(imgs, imgs, d, k=2, queries=[3])  # row 3 is all ones: a 4-way tie
+    assert "rank 1-4 (4-way tie)" in tied.axes[0].get_title()
     reid = render_ranked_gallery(imgs, imgs, d, k=2, q_pids=[1, 2, 3, 4], g_pids=[1, 2, 3, 4])
     assert len(reid.axes) == 4 * 3
     with pytest.raises(ValueError, match="query"):

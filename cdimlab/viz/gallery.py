@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from cdimlab.metrics import true_match_ranks, true_match_ties
 from cdimlab.viz.feature_maps import draw_image, new_figure, to_display
 
 MATCH_COLOUR = "#1a9641"
@@ -61,15 +62,25 @@ def _true_match(true_match: Sequence[int] | np.ndarray | Tensor | None, d: np.nd
 def rank_of_true_match(
     dist: Tensor | np.ndarray | Sequence, true_match: Sequence[int] | None = None
 ) -> np.ndarray:
-    """1-based rank of each query's true match: 1 + number of gallery items strictly closer than it.
+    """EXPECTED 1-based rank of each query's true match under random tie-breaking (float64 array).
 
-    ``acc@K = mean(rank <= K)``. Ties count in the query's favour (an item at exactly the same distance does not
-    push the true match down). ``dist`` may be a list of per-view matrices, averaged first.
+    The rule is :func:`cdimlab.metrics.true_match_ranks` (ties favour neither side): ``before + (tied + 1) / 2``,
+    the integer rank when nothing ties. ``dist`` may be a list of per-view matrices, averaged first. For acc@K use
+    :func:`cdimlab.metrics.acc_at_k`, not ``mean(rank <= K)``.
     """
     d = _as_dist(dist)
-    tm = _true_match(true_match, d)
-    true_d = d[np.arange(len(d)), tm]
-    return 1 + (d < true_d[:, None]).sum(axis=1)
+    return true_match_ranks(d, _true_match(true_match, d)).double().numpy()
+
+
+def rank_label(dist: Tensor | np.ndarray | Sequence, true_match: Sequence[int] | None = None) -> list[str]:
+    """Per query, the honest rank of its true match as text: ``"rank 3"``, or ``"rank 2-4 (3-way tie)"`` when
+    other items sit at exactly its distance (:func:`cdimlab.metrics.true_match_ties`)."""
+    d = _as_dist(dist)
+    before, tied = true_match_ties(d, _true_match(true_match, d))
+    return [
+        f"rank {b + 1}" if t == 1 else f"rank {b + 1}-{b + t} ({t}-way tie)"
+        for b, t in zip(before.tolist(), tied.tolist(), strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,8 @@ def render_ranked_gallery(
     """One row per query: the query, then its top-``k`` gallery items framed green (match) or red (not).
 
     ``queries`` picks the rows (default: the first ``min(5, num_queries)``). For FG-SBIR the query's title says
-    at which rank its true match is (so a miss outside the top-k is still visible). ``query_imgs[i]`` and
+    at which rank its true match is (so a miss outside the top-k is still visible), as a range when it ties
+    (:func:`rank_label`). ``query_imgs[i]`` and
     ``gallery_imgs[j]`` are any images :func:`cdimlab.viz.feature_maps.to_display` accepts.
     """
     d = _as_dist(dist)
@@ -169,12 +181,12 @@ def render_ranked_gallery(
     queries = list(range(min(5, d.shape[0]))) if queries is None else [int(q) for q in queries]
     rows = ranked_rows(d, queries, k, true_match, q_pids, g_pids, q_camids, g_camids)
     reid = q_pids is not None
-    ranks = None if reid else rank_of_true_match(d, true_match)
+    ranks = None if reid else rank_label(d, true_match)
     fig = new_figure(1.7 * (k + 1), 2.1 * len(rows) + 0.4)
     axes = fig.subplots(len(rows), k + 1, squeeze=False)
     for r, row in enumerate(rows):
         label = f"query {row.query}"
-        label += f"\ntrue match: rank {ranks[row.query]}" if ranks is not None else ""
+        label += f"\ntrue match: {ranks[row.query]}" if ranks is not None else ""
         draw_image(axes[r, 0], to_display(query_imgs[row.query]), label)
         for c in range(k):
             ax = axes[r, c + 1]
@@ -188,4 +200,4 @@ def render_ranked_gallery(
     return fig
 
 
-__all__ = ["RankedRow", "rank_of_true_match", "ranked_rows", "render_ranked_gallery"]
+__all__ = ["RankedRow", "rank_label", "rank_of_true_match", "ranked_rows", "render_ranked_gallery"]

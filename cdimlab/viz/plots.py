@@ -17,8 +17,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from cdimlab.metrics import acc_at_k
 from cdimlab.viz.feature_maps import new_figure
-from cdimlab.viz.gallery import _as_dist, rank_of_true_match
+from cdimlab.viz.gallery import _as_dist
 
 X_COLUMNS = ("iteration", "step", "epoch")
 
@@ -77,9 +78,11 @@ def plot_training_curves(
 
 
 def acc_at_k_curve(dist: Tensor | np.ndarray | Sequence, ks: Iterable[int] = range(1, 21)) -> np.ndarray:
-    """acc@K (fractions) for each K in ``ks`` from one distance matrix (or a list of views, averaged)."""
-    ranks = rank_of_true_match(_as_dist(dist))
-    return np.array([(ranks <= k).mean() for k in ks], dtype=np.float64)
+    """acc@K (fractions) for each K in ``ks`` from one distance matrix (or a list of views, averaged), by
+    :func:`cdimlab.metrics.acc_at_k` (expected value under random tie-breaking)."""
+    ks = tuple(int(k) for k in ks)
+    acc = acc_at_k(_as_dist(dist), ks=ks)
+    return np.array([acc[k] for k in ks], dtype=np.float64)
 
 
 def _percent_curve_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
