@@ -3,8 +3,10 @@
 Every notebook (00-08) ends with exercises. A learner writes ``answer = ...`` and calls
 ``check("01.acc_at_2", answer)``; the answer is compared with the one stored here and a short message says
 what to look at again. ``None`` means "not answered yet": the cell still runs (the committed notebooks run
-under nbval) and prints the hint. Numbers are compared with a tolerance, text case-insensitively, sets as sets;
-an exercise may also take a function, which is then called on hidden test cases.
+under nbval) and prints the hint. Numbers are accepted as a careful learner writes them (0.67 for 2/3, 0.009 for
+1/115, ``"2/3"``, numpy scalars), text case-insensitively, collections (lists, tuples, arrays) as sets; an exercise
+may also take a function, which is then called on hidden test cases (``04.fusion_forward`` compares the
+learner's fusion with :class:`cdimlab.fusion.MidLevelFusion`, see :mod:`cdimlab.fusion_exercise`).
 
 The exercises are the single source for the question text in the notebooks (``tools/build_notebooks.py``) and
 for the answers in ``notebooks/INSTRUCTORS.md``.
@@ -13,9 +15,13 @@ for the answers in ``notebooks/INSTRUCTORS.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
+
+import numpy as np
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "exercises_for", "grade", "solution"]
 
@@ -24,9 +30,12 @@ __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "exercises_for", "gr
 class Exercise:
     """One exercise: its question, the expected answer and the feedback a learner gets.
 
-    ``kind`` is ``"number"`` (compared with ``rel_tol``/``abs_tol``), ``"text"`` (case- and space-insensitive;
-    ``accept`` lists synonyms), ``"set"`` (order-free collection) or ``"function"`` (the answer is a callable,
-    run on ``cases``: ``(args, expected)`` pairs; ``signature`` is the stub the notebook starts from). ``mistakes`` maps a typical wrong answer to a targeted hint.
+    ``kind`` is ``"number"`` (within ``rel_tol``/``abs_tol``, or the truth rounded at the digits the learner gave:
+    0.67 for 2/3; too few digits gets "close — give 3 significant digits"), ``"text"`` (case-folded, spaces and
+    punctuation ignored; ``accept`` lists synonyms), ``"set"`` (order-free collection: list, tuple, set, numpy
+    array) or ``"function"`` (the answer is a callable, run on ``cases``: ``(args, expected)`` pairs, or judged by
+    ``grader``; ``signature`` is the stub the notebook starts from). ``mistakes`` maps a typical wrong answer to a
+    targeted hint.
     """
 
     key: str
@@ -41,6 +50,8 @@ class Exercise:
     mistakes: tuple[tuple[Any, str], ...] = ()
     cases: tuple[tuple[tuple[Any, ...], Any], ...] = field(default=(), repr=False)
     signature: str = ""  # for kind "function": the stub the notebook starts from, e.g. "my_ap(relevance)"
+    # for kind "function" without cases: answer -> (status, message), e.g. the fusion exercise's grader
+    grader: Callable[[Any], tuple[str, str]] | None = field(default=None, repr=False)
 
     @property
     def notebook(self) -> str:
@@ -63,18 +74,102 @@ class CheckResult:
         return self.message
 
 
-def _close(a: Any, b: float, ex: Exercise) -> bool:
-    """Whether number ``a`` equals ``b`` within the exercise's tolerance (non-numbers are never close)."""
+def _number(a: Any) -> tuple[float, Decimal | None] | None:
+    """``a`` as (value, the decimal the learner wrote) -- None if it is no number. The decimal is the shortest
+    text of the value (``0.67``, also for a float32 numpy/torch scalar); None for an exact fraction ``"2/3"``."""
+    if isinstance(a, bool):
+        return None
+    if isinstance(a, str):
+        text = a.strip().replace(",", "")
+        try:
+            if "/" in text:
+                return float(Fraction(text)), None
+            return float(text), Decimal(text)
+        except (ValueError, ZeroDivisionError, ArithmeticError):
+            return None
+    if hasattr(a, "detach"):  # a torch scalar: go through numpy, keeping its dtype
+        a = a.detach().cpu().numpy()
     try:
-        a = float(a)
-    except (TypeError, ValueError):
+        arr = np.asarray(a)
+        if arr.size != 1 or arr.dtype.kind not in "iuf":
+            return None
+        x = arr[()] if arr.ndim == 0 else arr.reshape(())[()]  # a numpy scalar of the original dtype
+        text = np.format_float_positional(x, unique=True, trim="-") if arr.dtype.kind == "f" else str(x)
+        return float(x), Decimal(text)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def _digits(text: Decimal) -> tuple[int, int]:
+    """(significant digits, decimal places) of what the learner wrote; trailing zeros of a whole number
+    (``4.0``, ``1000``) are not significant."""
+    sign, digits, exp = text.as_tuple()
+    decimals = max(0, -int(exp))
+    if text == text.to_integral_value():
+        stripped = str(abs(int(text))).rstrip("0")
+        return max(1, len(stripped)), 0
+    return len(str(int("".join(map(str, digits))))), decimals
+
+
+def _rounds_to(value: float, text: Decimal, truth: float) -> bool:
+    """Whether the truth, rounded at the learner's last digit, is what the learner wrote."""
+    _, decimals = _digits(text)
+    return abs(value - truth) <= 0.5 * 10.0**-decimals * (1 + 1e-9)
+
+
+def _precise_enough(text: Decimal) -> bool:
+    """At least 2 significant digits, or 3 decimals (``0.009`` for 1/115 is what a careful learner writes)."""
+    sig, decimals = _digits(text)
+    return sig >= 2 or decimals >= 3
+
+
+def _close(a: Any, b: float, ex: Exercise) -> bool:
+    """Whether number ``a`` counts as ``b``: within the exercise's tolerance, or -- for a non-integer truth --
+    ``b`` rounded at the digits the learner gave, with enough digits (0.67 for 2/3). Non-numbers never count."""
+    num = _number(a)
+    if num is None:
         return False
-    return math.isclose(a, float(b), rel_tol=ex.rel_tol, abs_tol=ex.abs_tol)
+    value, text = num
+    if math.isclose(value, float(b), rel_tol=ex.rel_tol, abs_tol=ex.abs_tol):
+        return True
+    if text is None or float(b).is_integer():
+        return False  # exact fractions are held to the tolerance; counts must be exact
+    return _rounds_to(value, text, float(b)) and _precise_enough(text)
+
+
+def _nearly(a: Any, b: float) -> bool:
+    """Right but too rough: ``b`` rounded at the learner's digits (0.7 for 2/3), or within 5% of it."""
+    num = _number(a)
+    if num is None or float(b) == 0.0 or float(b).is_integer():
+        return False  # counts are right or wrong, not "close"
+    value, text = num
+    return abs(value - float(b)) <= 0.05 * abs(float(b)) or (
+        text is not None and _rounds_to(value, text, float(b))
+    )
 
 
 def _norm_text(s: Any) -> str:
-    """Lower-case, strip spaces/underscores/hyphens and quotes, so ``"Res5a "`` equals ``"res5a"``."""
-    return "".join(ch for ch in str(s).lower() if ch.isalnum() or ch in ".,")
+    """Case-fold, keep letters/digits/dots/commas, trim dots and commas: ``" (B). "`` equals ``"b"``."""
+    return "".join(ch for ch in str(s).casefold() if ch.isalnum() or ch in ".,").strip(".,")
+
+
+def _items(answer: Any) -> list[Any] | None:
+    """A collection answer as a list (list, tuple, set, numpy array, tensor); None for a string or a scalar."""
+    if isinstance(answer, (str, bytes)):
+        return None
+    if hasattr(answer, "tolist") and np.ndim(answer) == 1:
+        return list(answer.tolist())
+    if isinstance(answer, (Sequence, set, frozenset)):
+        return list(answer)
+    return None
+
+
+def _norm_item(x: Any) -> str:
+    """One element of a collection: whole numbers as integers (``np.int64(3)``, ``3.0`` -> ``"3"``), else text."""
+    num = None if isinstance(x, str) else _number(x)
+    if num is not None and num[0].is_integer():
+        return str(int(num[0]))
+    return _norm_text(x)
 
 
 def _same(answer: Any, expected: Any, ex: Exercise) -> bool:
@@ -85,9 +180,8 @@ def _same(answer: Any, expected: Any, ex: Exercise) -> bool:
         wanted = {_norm_text(expected), *(_norm_text(a) for a in ex.accept)}
         return _norm_text(answer) in wanted
     if ex.kind == "set":
-        if isinstance(answer, (str, bytes)) or not isinstance(answer, (Sequence, set, frozenset)):
-            return False
-        return {_norm_text(a) for a in answer} == {_norm_text(e) for e in expected}
+        items = _items(answer)
+        return items is not None and {_norm_item(a) for a in items} == {_norm_item(e) for e in expected}
     raise ValueError(f"exercise {ex.key}: unknown kind {ex.kind!r}")
 
 
@@ -110,7 +204,8 @@ def _grade_function(fn: Any, ex: Exercise) -> CheckResult:
                 "unanswered",
                 f"… {ex.key}: not answered yet (your function returns None) — hint: {ex.hint}",
             )
-        if not _close(got, expected, ex):
+        num = _number(got)
+        if num is None or not math.isclose(num[0], expected, rel_tol=ex.rel_tol, abs_tol=ex.abs_tol):
             return CheckResult(
                 ex.key,
                 "wrong",
@@ -128,6 +223,11 @@ def grade(key: str, answer: Any) -> CheckResult:
     ex = EXERCISES[key]
     if answer is None:
         return CheckResult(key, "unanswered", f"… {key}: not answered yet — hint: {ex.hint}")
+    if ex.grader is not None:
+        status, msg = ex.grader(answer)
+        mark = {"correct": "✓", "wrong": "✗", "unanswered": "…"}[status]
+        tail = ex.explanation if status == "correct" else f"hint: {ex.hint}"
+        return CheckResult(key, status, f"{mark} {key}: {msg} {tail}")
     if ex.kind == "function":
         return _grade_function(answer, ex)
     if _same(answer, ex.answer, ex):
@@ -137,6 +237,8 @@ def grade(key: str, answer: Any) -> CheckResult:
             return CheckResult(key, "wrong", f"✗ {key}: {answer!r} is not it — {why}")
     if ex.kind == "number" and _close(answer, ex.answer * 100, ex):
         return CheckResult(key, "wrong", f"✗ {key}: that looks like a percentage; give a fraction in [0, 1].")
+    if ex.kind == "number" and _nearly(answer, ex.answer):
+        return CheckResult(key, "wrong", f"✗ {key}: {answer!r} is close — give 3 significant digits.")
     return CheckResult(key, "wrong", f"✗ {key}: {answer!r} is not it — hint: {ex.hint}")
 
 
@@ -172,6 +274,13 @@ def _average_precision_cases() -> tuple[tuple[tuple[Any, ...], float], ...]:
         (([0, 0, 1],), 1 / 3),
         (([1, 1, 0, 0, 1],), (1 + 1 + 3 / 5) / 3),
     )
+
+
+def _fusion_grader(fn: Any) -> tuple[str, str]:
+    """04.fusion_forward: imported on use, so notebooks without torch-heavy exercises load fast."""
+    from cdimlab.fusion_exercise import grade_fusion_forward
+
+    return grade_fusion_forward(fn)
 
 
 def _ex(*items: Exercise) -> dict[str, Exercise]:
@@ -342,6 +451,21 @@ EXERCISES: dict[str, Exercise] = _ex(
         "conv5 is 256x2x2 at 113x113.",
         "1,024 + 256 = 1,280.",
         mistakes=((12800, "12,800 is at 225x225."),),
+    ),
+    Exercise(
+        "04.fusion_forward",
+        "Write the paper's fusion (Eq. 1) yourself: `my_fusion(taps, pooling)` gets `taps = {'conv5': (B, C, H, W) "
+        "map, 'final': (B, D) feature}` and `pooling` (`'flatten'` or `'gap'`), and returns the fused embedding "
+        "(B, mid + D): pool the conv5 map, L2-normalise it, L2-normalise the final feature, concatenate "
+        "[mid, final]. It is checked against `cdimlab.fusion.MidLevelFusion` on random inputs.",
+        None,
+        "flatten = fmap.flatten(1), GAP = fmap.mean(dim=(2, 3)); torch.nn.functional.normalize(x, dim=1) per part; "
+        "torch.cat([mid, final], dim=1).",
+        "that is MidLevelFusion.forward for one tap without an FC layer: each part has unit length, so the long "
+        "flattened map and the short final feature weigh the same.",
+        kind="function",
+        signature="my_fusion(taps, pooling)",
+        grader=_fusion_grader,
     ),
     Exercise(
         "04.why_l2_parts",
