@@ -15,13 +15,11 @@ for the answers in ``notebooks/INSTRUCTORS.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
-import numpy as np
+from cdimlab.answers import as_items, nearly, norm_item, norm_text, parse_number, precise_enough, rounds_to
 
 __all__ = ["EXERCISES", "CheckResult", "Exercise", "check", "exercises_for", "grade", "solution"]
 
@@ -74,59 +72,10 @@ class CheckResult:
         return self.message
 
 
-def _number(a: Any) -> tuple[float, Decimal | None] | None:
-    """``a`` as (value, the decimal the learner wrote) -- None if it is no number. The decimal is the shortest
-    text of the value (``0.67``, also for a float32 numpy/torch scalar); None for an exact fraction ``"2/3"``."""
-    if isinstance(a, bool):
-        return None
-    if isinstance(a, str):
-        text = a.strip().replace(",", "")
-        try:
-            if "/" in text:
-                return float(Fraction(text)), None
-            return float(text), Decimal(text)
-        except (ValueError, ZeroDivisionError, ArithmeticError):
-            return None
-    if hasattr(a, "detach"):  # a torch scalar: go through numpy, keeping its dtype
-        a = a.detach().cpu().numpy()
-    try:
-        arr = np.asarray(a)
-        if arr.size != 1 or arr.dtype.kind not in "iuf":
-            return None
-        x = arr[()] if arr.ndim == 0 else arr.reshape(())[()]  # a numpy scalar of the original dtype
-        text = np.format_float_positional(x, unique=True, trim="-") if arr.dtype.kind == "f" else str(x)
-        return float(x), Decimal(text)
-    except (TypeError, ValueError, ArithmeticError):
-        return None
-
-
-def _digits(text: Decimal) -> tuple[int, int]:
-    """(significant digits, decimal places) of what the learner wrote; trailing zeros of a whole number
-    (``4.0``, ``1000``) are not significant."""
-    sign, digits, exp = text.as_tuple()
-    decimals = max(0, -int(exp))
-    if text == text.to_integral_value():
-        stripped = str(abs(int(text))).rstrip("0")
-        return max(1, len(stripped)), 0
-    return len(str(int("".join(map(str, digits))))), decimals
-
-
-def _rounds_to(value: float, text: Decimal, truth: float) -> bool:
-    """Whether the truth, rounded at the learner's last digit, is what the learner wrote."""
-    _, decimals = _digits(text)
-    return abs(value - truth) <= 0.5 * 10.0**-decimals * (1 + 1e-9)
-
-
-def _precise_enough(text: Decimal) -> bool:
-    """At least 2 significant digits, or 3 decimals (``0.009`` for 1/115 is what a careful learner writes)."""
-    sig, decimals = _digits(text)
-    return sig >= 2 or decimals >= 3
-
-
 def _close(a: Any, b: float, ex: Exercise) -> bool:
     """Whether number ``a`` counts as ``b``: within the exercise's tolerance, or -- for a non-integer truth --
     ``b`` rounded at the digits the learner gave, with enough digits (0.67 for 2/3). Non-numbers never count."""
-    num = _number(a)
+    num = parse_number(a)
     if num is None:
         return False
     value, text = num
@@ -134,42 +83,7 @@ def _close(a: Any, b: float, ex: Exercise) -> bool:
         return True
     if text is None or float(b).is_integer():
         return False  # exact fractions are held to the tolerance; counts must be exact
-    return _rounds_to(value, text, float(b)) and _precise_enough(text)
-
-
-def _nearly(a: Any, b: float) -> bool:
-    """Right but too rough: ``b`` rounded at the learner's digits (0.7 for 2/3), or within 5% of it."""
-    num = _number(a)
-    if num is None or float(b) == 0.0 or float(b).is_integer():
-        return False  # counts are right or wrong, not "close"
-    value, text = num
-    return abs(value - float(b)) <= 0.05 * abs(float(b)) or (
-        text is not None and _rounds_to(value, text, float(b))
-    )
-
-
-def _norm_text(s: Any) -> str:
-    """Case-fold, keep letters/digits/dots/commas, trim dots and commas: ``" (B). "`` equals ``"b"``."""
-    return "".join(ch for ch in str(s).casefold() if ch.isalnum() or ch in ".,").strip(".,")
-
-
-def _items(answer: Any) -> list[Any] | None:
-    """A collection answer as a list (list, tuple, set, numpy array, tensor); None for a string or a scalar."""
-    if isinstance(answer, (str, bytes)):
-        return None
-    if hasattr(answer, "tolist") and np.ndim(answer) == 1:
-        return list(answer.tolist())
-    if isinstance(answer, (Sequence, set, frozenset)):
-        return list(answer)
-    return None
-
-
-def _norm_item(x: Any) -> str:
-    """One element of a collection: whole numbers as integers (``np.int64(3)``, ``3.0`` -> ``"3"``), else text."""
-    num = None if isinstance(x, str) else _number(x)
-    if num is not None and num[0].is_integer():
-        return str(int(num[0]))
-    return _norm_text(x)
+    return rounds_to(value, text, float(b)) and precise_enough(text)
 
 
 def _same(answer: Any, expected: Any, ex: Exercise) -> bool:
@@ -177,11 +91,11 @@ def _same(answer: Any, expected: Any, ex: Exercise) -> bool:
     if ex.kind == "number":
         return _close(answer, expected, ex)
     if ex.kind == "text":
-        wanted = {_norm_text(expected), *(_norm_text(a) for a in ex.accept)}
-        return _norm_text(answer) in wanted
+        wanted = {norm_text(expected), *(norm_text(a) for a in ex.accept)}
+        return norm_text(answer) in wanted
     if ex.kind == "set":
-        items = _items(answer)
-        return items is not None and {_norm_item(a) for a in items} == {_norm_item(e) for e in expected}
+        items = as_items(answer)
+        return items is not None and {norm_item(a) for a in items} == {norm_item(e) for e in expected}
     raise ValueError(f"exercise {ex.key}: unknown kind {ex.kind!r}")
 
 
@@ -204,7 +118,7 @@ def _grade_function(fn: Any, ex: Exercise) -> CheckResult:
                 "unanswered",
                 f"… {ex.key}: not answered yet (your function returns None) — hint: {ex.hint}",
             )
-        num = _number(got)
+        num = parse_number(got)
         if num is None or not math.isclose(num[0], expected, rel_tol=ex.rel_tol, abs_tol=ex.abs_tol):
             return CheckResult(
                 ex.key,
@@ -237,7 +151,7 @@ def grade(key: str, answer: Any) -> CheckResult:
             return CheckResult(key, "wrong", f"✗ {key}: {answer!r} is not it — {why}")
     if ex.kind == "number" and _close(answer, ex.answer * 100, ex):
         return CheckResult(key, "wrong", f"✗ {key}: that looks like a percentage; give a fraction in [0, 1].")
-    if ex.kind == "number" and _nearly(answer, ex.answer):
+    if ex.kind == "number" and nearly(answer, ex.answer):
         return CheckResult(key, "wrong", f"✗ {key}: {answer!r} is close — give 3 significant digits.")
     return CheckResult(key, "wrong", f"✗ {key}: {answer!r} is not it — hint: {ex.hint}")
 

@@ -132,6 +132,11 @@ def test_rounded_answers_at_the_digits_given_are_accepted():
     assert not grade("01.acc_at_2", 0.66), "0.66 does not round 2/3"
     assert not grade("00.shoe_test_size", 114) and not grade("00.shoe_test_size", 110), "counts are exact"
     assert grade("00.shoe_test_size", np.int64(115)) and grade("00.shoe_test_size", 115.0)
+    assert (
+        not grade("01.acc_at_2", "nan")
+        and not grade("01.acc_at_2", float("inf"))
+        and not grade("01.acc_at_2", True)
+    )
 
 
 def test_too_few_digits_says_close_and_asks_for_three_digits():
