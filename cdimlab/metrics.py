@@ -3,6 +3,9 @@
 Introduced in notebook 01 (acc@K, CMC, mAP, multi-query). Everything takes numpy arrays or torch tensors on
 any device and computes in float32 on the device of the distance matrix. Ranking is never the slow part: the ReID
 evaluation sorts each chunk of queries at once instead of looping over queries in Python.
+
+Ties favour neither side (DESIGN.md): acc@K is its expected value under uniformly random tie-breaking, so a
+collapsed (constant) embedding scores chance, K/N; NaN/inf distances raise instead of ranking silently.
 """
 
 from __future__ import annotations
