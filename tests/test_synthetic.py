@@ -109,17 +109,19 @@ def test_reid_layout_queries_and_determinism(tmp_path):
 
 def test_registry_synthetic_then_cached(tmp_path):
     small = SynthDefaults(sbir_train=8, sbir_test=6, reid_train_ids=4, reid_test_ids=4)
-    loc = locate_dataset("shoes", tmp_path, synth=small)
-    assert loc.synthetic and loc.path == tmp_path / "synthetic" / "qmul_v1"
+    kw = {"synth": small, "cache_root": tmp_path / "cache"}
+    loc = locate_dataset("shoes", tmp_path / "data", **kw)
+    assert loc.synthetic and loc.path == tmp_path / "cache" / "synthetic" / "qmul_v1"
+    assert not (tmp_path / "data").exists()  # nothing is written into the user's data root
     assert len(load_qmul_v1(loc.path, "shoes", "test")) == 6
     mtime = (loc.path / "shoes" / "shoes_sketch_db_test.mat").stat().st_mtime_ns
-    assert locate_dataset("shoes", tmp_path, synth=small) == loc
+    assert locate_dataset("shoes", tmp_path / "data", **kw) == loc
     assert (loc.path / "shoes" / "shoes_sketch_db_test.mat").stat().st_mtime_ns == mtime  # not regenerated
-    m = locate_dataset("market1501", tmp_path, synth=small)
+    m = locate_dataset("market1501", tmp_path / "data", **kw)
     assert m.synthetic and load_reid("market1501", m.path).num_train_pids == 4
-    c = locate_dataset("cuhk03_detected", tmp_path, synth=small)
+    c = locate_dataset("cuhk03_detected", tmp_path / "data", **kw)
     assert load_reid("cuhk03_detected", c.path).num_query_pids == 4
-    hb = load_qmul_v1(locate_dataset("handbags", tmp_path, synth=small).path, "handbags", "train")
+    hb = load_qmul_v1(locate_dataset("handbags", tmp_path / "data", **kw).path, "handbags", "train")
     assert hb.num_triplets == 0
     with pytest.raises(FileNotFoundError, match="download_qmul_v1.py"):
         locate_dataset("chairs", tmp_path / "empty", allow_synthetic=False)
@@ -141,3 +143,65 @@ def test_registry_finds_real_data(tmp_path):
     loc = locate_dataset("market1501", tmp_path, allow_synthetic=False)
     assert not loc.synthetic and loc.path == tmp_path / "reid" / "market1501"
     assert not (tmp_path / "synthetic").exists()
+
+
+# ------------------------------------------------------------------ no silent synthetic data (issue: trust)
+def test_synthetic_fallback_says_so_on_stderr(tmp_path, capsys):
+    small = SynthDefaults(sbir_train=8, sbir_test=6)
+    loc = locate_dataset("shoes", tmp_path / "data", synth=small, cache_root=tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert loc.synthetic and "SYNTHETIC" in err and str(tmp_path / "data" / "qmul_v1" / "shoes") in err
+    d = loc.describe(tmp_path / "data")
+    assert d["kind"] == "synthetic" and not d["path"].startswith("/")
+
+
+def test_missing_data_without_synthetic_names_path_and_command(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        locate_dataset("shoes", tmp_path / "typo", allow_synthetic=False)
+    assert str(tmp_path / "typo" / "qmul_v1" / "shoes") in str(e.value)
+    assert "download_qmul_v1.py" in str(e.value)
+    with pytest.raises(FileNotFoundError, match=r"official zip in .*reid"):
+        locate_dataset("market1501", tmp_path / "typo", allow_synthetic=False)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_partly_downloaded_qmul_is_an_error_not_synthetic(tmp_path):
+    folder = tmp_path / "qmul_v1" / "chairs"
+    folder.mkdir(parents=True)
+    (folder / "chairs_sketch_db_test.mat").write_bytes(b"")  # the only file that arrived
+    with pytest.raises(FileNotFoundError, match=r"incomplete: missing chairs_sketch_db_train\.mat"):
+        locate_dataset("chairs", tmp_path, allow_synthetic=True, cache_root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_broken_market_folder_raises_the_loaders_error(tmp_path):
+    market = tmp_path / "reid" / "market1501"
+    (market / "bounding_box_train").mkdir(parents=True)
+    (market / "bounding_box_test").mkdir()  # no query/ folder
+    with pytest.raises((FileNotFoundError, ValueError), match="query"):
+        locate_dataset("market1501", tmp_path, allow_synthetic=True, cache_root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_stray_file_in_reid_folder_is_not_a_dataset(tmp_path):
+    (tmp_path / "reid").mkdir()
+    (tmp_path / "reid" / "IMG_1234.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        locate_dataset("market1501", tmp_path, allow_synthetic=False)
+
+
+def test_describe_is_relative_to_the_data_root(tmp_path):
+    from cdimlab.data.registry import DatasetLocation
+
+    loc = DatasetLocation("shoes", tmp_path / "qmul_v1", synthetic=False)
+    assert loc.describe(tmp_path) == {"name": "shoes", "kind": "real", "path": "<data>/qmul_v1"}
+
+
+@pytest.mark.skipif(not (SHARED / "reid").is_dir(), reason="no ../shared/data/reid")
+def test_market_zip_directly_in_reid_folder_is_found(tmp_path):
+    (tmp_path / "reid").mkdir()
+    zip_name = "Market-1501-v15.09.15.zip"
+    (tmp_path / "reid" / zip_name).symlink_to(SHARED / "reid" / zip_name)  # as ../shared/data has it
+    loc = locate_dataset("market1501", tmp_path, allow_synthetic=False)
+    assert not loc.synthetic and loc.path.name == zip_name
+    assert load_reid("market1501", loc.path).num_train_pids == 751

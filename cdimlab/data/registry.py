@@ -1,24 +1,31 @@
-"""Where each dataset lives: real data when present, else a deterministic synthetic stand-in generated on demand.
+"""Where each dataset lives: real data when present; for the smoke profile only, a synthetic stand-in.
 
 Introduced in notebook 00 (setup): experiments name a dataset (``shoes``, ``market1501`` ...) and call
-``locate_dataset``; on a laptop without the real data the smoke profile transparently gets the synthetic version,
-in the same format, so the same loaders run everywhere. Layout under the data root (``default_data_root()``):
+``locate_dataset``. Layout under the data root (``default_data_root()``: ``$CDIMLAB_DATA`` or ``<repo>/data``):
 
     qmul_v1/<category>/...            real QMUL V1 (data_scripts/download_qmul_v1.py)
-    reid/market1501/ reid/dukemtmc/ reid/cuhk03/     real ReID data (data_scripts/prepare_reid.py)
-    synthetic/qmul_v1/<category>/...  synthetic/reid/<name>/...   (generated once, cached)
+    reid/market1501/                  real Market-1501, prepared folder or the official zip inside it
+    reid/Market-1501-v15.09.15.zip    ... or the official zip (or its folder) directly in reid/
+    reid/dukemtmc/ reid/cuhk03/       other ReID data (data_scripts/prepare_reid.py)
 
-``DatasetLocation.path`` is what the loader takes: ``load_qmul_v1(loc.path, loc.name, split)`` or
-``load_reid(loc.name, loc.path)``.
+Synthetic stand-ins (same formats, deterministic) are generated once in the project cache
+(``default_cache_root()``: ``$CDIMLAB_CACHE`` or ``<repo>/.cache``) as ``synthetic/qmul_v1/<category>/`` and
+``synthetic/reid/<name>/``; only when the real dataset is absent altogether and the caller allows it (the smoke
+profile), with a note on stderr. ``DatasetLocation.path`` is what the loader takes:
+``load_qmul_v1(loc.path, loc.name, split)`` or ``load_reid(loc.name, loc.path)``; ``loc.describe()`` is what a
+results record says about the data.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..utils import atomic_write_text, default_data_root
+from ..utils import REPO_ROOT, atomic_write_text, default_data_root
+from .reid import load_reid
 from .synthetic import SYNTH_VERSION, synthetic_reid, synthetic_sbir
 
 
@@ -117,22 +124,74 @@ class DatasetLocation:
     path: Path
     synthetic: bool
 
+    def describe(self, data_root: str | Path | None = None) -> dict[str, str]:
+        """What a results record says about the data: ``{"name", "kind": "real"|"synthetic", "path"}``.
+
+        ``path`` is relative to the data root (real data) or the project cache (synthetic), written
+        ``<data>/...`` or ``<cache>/...``, so that committed records hold no absolute path of the machine.
+        """
+        bases = [("<cache>", default_cache_root())]
+        if data_root is not None:
+            bases.insert(0, ("<data>", Path(data_root).expanduser()))
+        bases.append(("<data>", default_data_root()))
+        shown = self.path.name
+        for label, base in bases:
+            try:
+                shown = f"{label}/{self.path.relative_to(base).as_posix()}"
+                break
+            except ValueError:
+                continue
+        return {"name": self.name, "kind": "synthetic" if self.synthetic else "real", "path": shown}
+
+
+def default_cache_root() -> Path:
+    """The project's cache folder (git-ignored): ``$CDIMLAB_CACHE`` if set, else ``<repo>/.cache``.
+
+    Synthetic stand-ins are generated here, never inside a data root the user gave (which may be read-only).
+    """
+    env = os.environ.get("CDIMLAB_CACHE")
+    return Path(env).expanduser() if env else REPO_ROOT / ".cache"
+
+
+def _sbir_files(name: str) -> list[str]:
+    """The four files every QMUL V1 category needs (sketch and photo-edge databases of both splits)."""
+    return [f"{name}_{db}_db_{split}.mat" for db in ("sketch", "edge") for split in ("train", "test")]
+
+
+def _reid_candidates(info: DatasetInfo, root: Path) -> list[Path]:
+    """Places a ReID dataset may sit: its prepared folder (or zip) ``<root>/reid/<name>/``, or, for Market-1501,
+    the official zip or folder directly in ``<root>/reid/`` (as the dataset's authors ship it)."""
+    out = [root / info.real_subdir]
+    if info.name == "market1501":
+        parent = root / "reid"
+        out += sorted(parent.glob("Market-1501*.zip")) + sorted(
+            p for p in parent.glob("Market-1501*") if p.is_dir()
+        )
+    return [p for p in out if p.exists()]
+
 
 def _real_present(info: DatasetInfo, root: Path) -> Path | None:
-    """The real data's path if its key files exist (no decoding), else None."""
-    base = root / info.real_subdir
-    if info.kind == "sbir":
-        ok = (base / info.name / f"{info.name}_sketch_db_test.mat").is_file()
-        return base if ok else None
-    if not base.is_dir():
-        return None
-    from .reid import load_reid
+    """The real data's path; None when it is absent altogether. Present but broken raises the loader's error.
 
-    try:
-        load_reid(info.name, base)  # indexing only: file listing
-    except (FileNotFoundError, ValueError):
-        return None
-    return base
+    SBIR: ``<root>/qmul_v1/<category>/`` exists -> all four ``.mat`` files must be there (a partly failed
+    download is an error, not a reason to use synthetic data). ReID: a candidate place exists -> it is indexed
+    by :func:`cdimlab.data.reid.load_reid`, whose errors name the file and the fix.
+    """
+    if info.kind == "sbir":
+        folder = root / info.real_subdir / info.name
+        if not folder.exists():
+            return None
+        missing = [f for f in _sbir_files(info.name) if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"dataset {info.name!r} at {folder} is incomplete: missing {', '.join(missing)}. "
+                f"Finish the download with: {info.script} --dest {root / info.real_subdir}"
+            )
+        return root / info.real_subdir
+    for place in _reid_candidates(info, root):
+        load_reid(info.name, place)  # indexing only (file listing); raises with the file and the fix
+        return place
+    return None
 
 
 def ensure_synthetic(name: str, root: str | Path, synth: SynthDefaults = SYNTH_DEFAULTS) -> Path:
@@ -178,10 +237,15 @@ def locate_dataset(
     root: str | Path | None = None,
     allow_synthetic: bool = True,
     synth: SynthDefaults = SYNTH_DEFAULTS,
+    cache_root: str | Path | None = None,
 ) -> DatasetLocation:
-    """Real data under ``root`` (default: ``$CDIMLAB_DATA`` or ``<repo>/data``) if present, else the synthetic one.
+    """Real data under ``root`` (default: ``$CDIMLAB_DATA`` or ``<repo>/data``), else (smoke only) the stand-in.
 
-    With ``allow_synthetic=False`` and no real data, raises FileNotFoundError naming the script to run.
+    Synthetic data is used only when ``allow_synthetic`` and the real dataset is absent altogether; it is
+    generated under ``cache_root`` (default :func:`default_cache_root`), never under ``root``, and a note on
+    stderr says so. Real data that is present but broken raises the loader's error. With
+    ``allow_synthetic=False`` (the ``laptop`` and ``full`` profiles) a missing dataset raises
+    FileNotFoundError naming the path looked at and the command that prepares it.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
@@ -190,9 +254,17 @@ def locate_dataset(
     real = _real_present(info, root)
     if real is not None:
         return DatasetLocation(name, real, synthetic=False)
+    looked = root / info.real_subdir / (info.name if info.kind == "sbir" else "")
     if not allow_synthetic:
         raise FileNotFoundError(
-            f"dataset {name!r} not found under {root / info.real_subdir}; prepare it with: {info.script} "
-            f"(or pass allow_synthetic=True to use the synthetic stand-in)"
+            f"dataset {name!r} not found: looked in {looked}"
+            + (f" and for the official zip in {root / 'reid'}" if name == "market1501" else "")
+            + f". Prepare it with: {info.script} (or pass --data <your data root>)"
         )
-    return DatasetLocation(name, ensure_synthetic(name, root, synth), synthetic=True)
+    cache = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+    print(
+        f"note: {name!r} not found under {looked}; using its SYNTHETIC stand-in from {cache / 'synthetic'} "
+        f"(smoke profile only). Real data: {info.script}",
+        file=sys.stderr,
+    )
+    return DatasetLocation(name, ensure_synthetic(name, cache, synth), synthetic=True)
