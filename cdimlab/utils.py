@@ -6,7 +6,6 @@ Introduced in notebook 00 (environment check); used by every module that writes 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import platform
@@ -14,9 +13,9 @@ import random
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -24,32 +23,62 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _umask_mode() -> int:
-    """The permission bits a plain ``open(..., "w")`` would give (mkstemp always uses 0600)."""
-    mask = os.umask(0)
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``/proc/self/status`` on Linux).
+
+    Elsewhere it falls back to the ``os.umask`` set-and-restore dance, which is process-wide and not thread-safe.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder + ``os.replace``.
+def file_mode() -> int:
+    """Permission bits a plain ``open(..., "w")`` gives (``0o666 & ~umask``, 0644 under umask 022).
 
-    A reader never sees a half-written file under the final name, even if the process is killed.
+    ``tempfile.mkstemp`` always makes 0600 files; files renamed into place get these bits instead, so learners on a
+    shared machine can read what the instructor wrote.
+    """
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """Permission bits a plain ``os.mkdir`` gives (``0o777 & ~umask``), not ``tempfile.mkdtemp``'s 0700."""
+    return 0o777 & ~current_umask()
+
+
+def atomic_write_stream(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(fh)`` on a temp file in ``path``'s folder, fsync, give it normal permissions, ``os.replace``.
+
+    The one atomic writer of the package: a reader never sees a half-written file under the final name, even if
+    the process is killed, and nothing is held in memory twice (``np.save``/``torch.save`` stream into ``fh``).
+    On any error the temp file is removed and an older ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write a bytes-like ``data`` (see :func:`atomic_write_stream`)."""
+    return atomic_write_stream(path, lambda fh: fh.write(data))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -83,29 +112,44 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temp file + rename, so a killed run never leaves a torn checkpoint."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return _atomic_write(path, buf.getvalue())
+    return atomic_write_stream(path, lambda fh: torch.save(obj, fh))
 
 
 @contextlib.contextmanager
 def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder in a temp sibling of ``dest`` and swap it in with one ``os.replace`` on success.
+    """Build a folder in a temp sibling of ``dest`` and swap it in only once it is complete.
 
-    Yields the temp folder to fill. On any error the temp folder is removed and ``dest`` is left as it was, so a
-    half-extracted dataset never sits under its final name. An existing ``dest`` is replaced.
+    Yields the temp folder to fill (normal ``0o777 & ~umask`` permissions, not mkdtemp's 0700). On success an
+    existing ``dest`` is renamed aside, the new folder renamed in, and only then the old one deleted, so ``dest``
+    always holds a complete copy (old or new). On any error the temp folder is removed and ``dest`` is left as it was.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
+        os.chmod(tmp, dir_mode())
         yield tmp
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Rename ``dest`` aside (if any), rename ``new`` to ``dest``, then delete the old copy; undo on failure."""
+    if not dest.exists() and not dest.is_symlink():
+        os.replace(new, dest)
+        return
+    aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
+    old = aside / dest.name
+    os.replace(dest, old)
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        os.replace(old, dest)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -5,6 +5,8 @@ Source: github.com/yuqian1023/Deep_SBIR_tf, folder data/ (commit 838c17c9), raw 
 ``<base-url>/<category>/<file>``. Every file is checked against the checksum tables below (sha256 where known,
 otherwise git's blob id ``sha1(b"blob <size>\\0" + content)``), downloaded to a temp file, verified, then renamed:
 a bad or partial file never sits under the final name. Verified files are skipped on a second run (resume).
+Downloaded files get the usual permissions (0644 under umask 022). A ``--checksums`` table whose entries are not
+plain ``<category>/<file>`` paths (absolute, ``..``) is refused before anything is downloaded.
 
     python data_scripts/download_qmul_v1.py --dest data/qmul_v1 --categories shoes chairs [--with-images]
 """
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cdimlab.utils import file_mode  # noqa: E402
 
 BASE_URL = "https://raw.githubusercontent.com/yuqian1023/Deep_SBIR_tf/master/data"
 CATEGORIES = ("shoes", "chairs", "handbags")
@@ -135,6 +140,28 @@ def _fetch(url: str, tmp: Path, desc: str, progress: bool, timeout: float) -> No
             raise OSError(f"truncated response: {got} of {total} bytes")
 
 
+def unsafe_entry(rel: str) -> str | None:
+    """Why table entry ``rel`` could land outside ``--dest`` (absolute, ``..``, backslash, empty part), or None."""
+    if not rel or rel.startswith(("/", "\\", "~")) or (len(rel) > 1 and rel[1] == ":"):
+        return "absolute path"
+    parts = rel.split("/")
+    if "\\" in rel or any(part in ("", ".", "..") for part in parts):
+        return "'..', '.', empty or backslash path component"
+    return None
+
+
+def check_table(files: dict[str, Expected], source: str = "the checksum table") -> None:
+    """Refuse the whole table, before any download, if an entry is not a plain ``<category>/<file>`` path."""
+    bad = [(rel, why) for rel in sorted(files) if (why := unsafe_entry(rel)) is not None]
+    if bad:
+        listed = "".join(f"\n  - {rel!r}: {why}" for rel, why in bad[:5])
+        raise DownloadError(
+            f"{source}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} could be written outside --dest; nothing "
+            f"was downloaded. Entries must be relative '<category>/<file>' paths such as "
+            f"'shoes/shoes_annotation.json'; fix or delete these lines:{listed}"
+        )
+
+
 def download_file(url: str, dest: Path, exp: Expected, retries: int = 3, backoff: float = 1.0,
                   progress: bool = True, timeout: float = 60.0) -> Path:  # fmt: skip
     """Download ``url`` to ``dest`` via a temp file, verify, rename; retry with exponential backoff.
@@ -152,6 +179,8 @@ def download_file(url: str, dest: Path, exp: Expected, retries: int = 3, backoff
             _fetch(url, tmp, dest.name, progress, timeout)
             got = digest_file(tmp, exp.algo)
             if got == exp.hexdigest:
+                # mkstemp's 0600 -> 0644 under umask 022: readable by every learner on a shared machine
+                os.chmod(tmp, file_mode())
                 os.replace(tmp, dest)
                 return dest
             last = f"checksum mismatch ({exp.algo} {got[:12]}... != expected {exp.hexdigest[:12]}...)"
@@ -186,6 +215,7 @@ def download(dest: str | Path, categories: list[str] | tuple[str, ...] = ("shoes
     if unknown:
         raise ValueError(f"unknown categories {unknown}; choose from {CATEGORIES}")
     files = table if table is not None else file_table(list(categories), with_images)
+    check_table(files)
     dest = Path(dest)
     status: dict[str, str] = {}
     errors: list[str] = []
@@ -206,13 +236,22 @@ def download(dest: str | Path, categories: list[str] | tuple[str, ...] = ("shoes
 
 
 def parse_checksum_file(path: Path) -> dict[str, Expected]:
-    """A ``sha256sum``-style file (``<hex>  <category>/<file>``) -> table for ``download(table=...)``."""
+    """A ``sha256sum``-style file (``<hex>  <category>/<file>``) -> table for ``download(table=...)``.
+
+    Raises ``DownloadError`` naming the file and line for a malformed line or an entry that leaves ``--dest``.
+    """
     out = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            hexd, rel = line.split(maxsplit=1)
-            rel = rel.strip().lstrip("*").removeprefix("data/")
-            out[rel] = Expected("sha256" if len(hexd) == 64 else "git-blob-sha1", hexd)
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=1)
+        hexd = fields[0].lower()
+        if len(fields) != 2 or len(hexd) not in (40, 64) or any(c not in "0123456789abcdef" for c in hexd):
+            raise DownloadError(f"{path}:{lineno}: expected '<sha256 or git blob sha1 hex>  <category>/<file>', "
+                                f"got {line!r}")  # fmt: skip
+        rel = fields[1].strip().lstrip("*").removeprefix("data/")
+        out[rel] = Expected("sha256" if len(hexd) == 64 else "git-blob-sha1", hexd)
+        check_table({rel: out[rel]}, f"{path}:{lineno}")
     return out
 
 
@@ -232,11 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     table = None
-    if args.checksums:
-        table = {
-            k: v for k, v in parse_checksum_file(args.checksums).items() if k.split("/")[0] in args.categories
-        }
     try:
+        if args.checksums:
+            table = {
+                k: v
+                for k, v in parse_checksum_file(args.checksums).items()
+                if k.split("/")[0] in args.categories
+            }
         status = download(args.dest, args.categories, args.base_url, args.with_images, table, args.retries,
                           args.backoff, not args.no_progress)  # fmt: skip
     except DownloadError as exc:

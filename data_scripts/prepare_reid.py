@@ -5,11 +5,15 @@
     python data_scripts/prepare_reid.py dukemtmc   --src DukeMTMC-reID.zip --dest data/reid/dukemtmc
     python data_scripts/prepare_reid.py cuhk03     --src cuhk03_release_or_np --dest data/reid/cuhk03
 
-``--src`` is the zip or the folder (or any parent of the dataset folder). The copy is made in a temp folder beside
-``--dest``, checked there, and renamed into place only when every check passes, so ``--dest`` never holds a broken
-copy. Checks: the folders exist, each holds the expected number of files (Thumbs.db and other non-data files
-excluded), and for Market-1501 each folder's content digest (sha256 of the text that
-``sha256sum -- <files sorted by name, C locale>`` prints) equals the one recorded from the official release.
+``--src`` is the zip or the folder (or any parent of the dataset folder). Every zip member name is checked first: a
+zip with an absolute path, a ``..`` component or a symlink is refused before anything is written. The copy is made in
+a staging folder beside ``--dest``, checked there, and renamed into place only when every check passes, so ``--dest``
+never holds a broken copy and nothing is written outside it; on failure the staging folder is removed. ``--force``
+keeps the old dataset until the new one is complete (old renamed aside, new renamed in, old deleted). Files get the
+usual permissions (0644/0755 under umask 022) so every user of a shared machine can read them. Checks: the folders
+exist, each holds the expected number of files (Thumbs.db and other non-data files excluded), and for Market-1501
+each folder's content digest (sha256 of the text that ``sha256sum -- <files sorted by name, C locale>`` prints)
+equals the one recorded from the official release.
 DukeMTMC-reID has been withdrawn by its creators; this script only serves people who already hold a copy.
 CUHK03: the "CUHK03-NP" layout (``labeled/``, ``detected/``) or the original ``cuhk-03.mat`` release plus
 ``cuhk03_new_protocol_config_{labeled,detected}.mat`` (copied as is; images are extracted on first load).
@@ -21,6 +25,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import stat
 import sys
 import zipfile
 from collections.abc import Callable
@@ -59,6 +64,46 @@ class PrepareError(RuntimeError):
     """The source is incomplete or wrong; the message lists every problem found."""
 
 
+def skipped(name: str) -> bool:
+    """Non-data files never copied or counted: Thumbs.db & co, dot-files such as macOS ``._*.jpg`` AppleDouble."""
+    return name in SKIP_NAMES or name.startswith(".")
+
+
+def member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why zip member ``info`` must not be extracted (absolute path, ``..`` component, symlink), or None."""
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in parts:
+        return "'..' component"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link"
+    return None
+
+
+def check_members(zf: zipfile.ZipFile, zpath: Path) -> None:
+    """Refuse the whole zip, before anything is extracted, if any member could land outside the destination."""
+    bad = [(i.filename, why) for i in zf.infolist() if (why := member_problem(i)) is not None]
+    if bad:
+        listed = "".join(f"\n  - {name!r}: {why}" for name, why in bad[:5])
+        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise PrepareError(
+            f"{zpath}: {len(bad)} zip member(s) could be written outside --dest; nothing was extracted. The zip is "
+            f"not the official release (or was tampered with): get a fresh copy.{listed}{more}"
+        )
+
+
+def safe_target(staging: Path, rel: str) -> Path:
+    """``staging / rel``, refusing any ``rel`` whose resolved path leaves ``staging`` (second line of defence)."""
+    out = staging / rel
+    if not out.resolve().is_relative_to(staging.resolve()):
+        raise PrepareError(
+            f"{rel!r} resolves to {out.resolve()}, outside the staging folder {staging}; refused"
+        )
+    return out
+
+
 class Tree:
     """A zip or a directory, listed as relative POSIX paths with a reader per file."""
 
@@ -68,6 +113,7 @@ class Tree:
             raise PrepareError(f"--src {self.path} does not exist")
         self.zip = zipfile.ZipFile(self.path) if self.path.is_file() else None
         if self.zip is not None:
+            check_members(self.zip, self.path)
             self.names = sorted(n for n in self.zip.namelist() if not n.endswith("/"))
         else:
             self.names = sorted(
@@ -83,7 +129,7 @@ class Tree:
         """(base name, reader) for the data files directly inside ``folder`` (non-data files skipped)."""
         pre = folder.rstrip("/") + "/"
         out = [n for n in self.names if n.startswith(pre) and "/" not in n[len(pre) :]]
-        return [(n[len(pre) :], self.reader(n)) for n in out if n[len(pre) :] not in SKIP_NAMES]
+        return [(n[len(pre) :], self.reader(n)) for n in out if not skipped(n[len(pre) :])]
 
     def find(self, marker: str) -> str | None:
         """Shortest prefix under which ``marker`` (a folder or file path) exists, e.g. ``"Market-1501-v15.09.15/"``."""
@@ -170,11 +216,11 @@ def prepare(dataset: str, src: str | Path, dest: str | Path, counts: dict[str, i
     else:
         pre, table = layout_prefix(tree, dataset)
         keep = set(table) | set(digests or {}) | set(OPTIONAL.get(dataset, ())) | {"readme.txt"}
-        wanted = [n for n in tree.names if n.startswith(pre) and Path(n).name not in SKIP_NAMES
+        wanted = [n for n in tree.names if n.startswith(pre) and not skipped(Path(n).name)
                   and any(n[len(pre):] == k or n[len(pre):].startswith(k + "/") for k in keep)]  # fmt: skip
     with atomic_directory(dest) as staging:
         for n in tqdm(wanted, desc=f"copy {dataset}", disable=not progress):
-            out = staging / n[len(pre) :]
+            out = safe_target(staging, n[len(pre) :])
             out.parent.mkdir(parents=True, exist_ok=True)
             if tree.zip is not None:
                 out.write_bytes(tree.zip.read(n))

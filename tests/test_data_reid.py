@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
+import cdimlab.data.images as reid_images
 from cdimlab.data import reid
-from cdimlab.data.reid import decode_images, load_reid, parse_market_name, read_image
+from cdimlab.data.reid import (
+    ImageDecodeError,
+    check_images,
+    decode_images,
+    load_reid,
+    parse_market_name,
+    read_image,
+)
 from cdimlab.data.synthetic import synthetic_reid
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "reid" / "Market-1501-v15.09.15.zip"
@@ -86,7 +94,7 @@ def test_decode_cache(market, tmp_path, monkeypatch):
     ref = np.asarray(read_image(paths[0]).resize((32, 64), reid.Image.BILINEAR))
     assert np.array_equal(first[0], ref)
     monkeypatch.setattr(
-        reid, "read_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again"))
+        reid_images, "read_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again"))
     )
     assert np.array_equal(decode_images(paths, size=(64, 32), progress=False, cache=cache), first)
     with pytest.raises(AssertionError, match="decoded again"):  # other paths -> cache not reused
@@ -187,3 +195,78 @@ def test_real_market_zip_indexes_without_extracting():
         not shutil.which("nothing-extracted-here")
         and not (SHARED_ZIP.parent / "Market-1501-v15.09.15").exists()
     )
+
+
+def _copy_with_damage(market: Path, tmp_path: Path, n_bad: int = 1) -> tuple[Path, list[Path]]:
+    """A copy of ``market`` whose first ``n_bad`` query images are truncated to a third (a broken download)."""
+    folder = tmp_path / market.name
+    shutil.copytree(market, folder)
+    victims = sorted((folder / "query").glob("*.jpg"))[:n_bad]
+    for v in victims:
+        data = v.read_bytes()
+        v.write_bytes(data[: len(data) // 3])
+    return folder, victims
+
+
+def test_truncated_jpeg_error_names_the_file_and_the_fix(market, tmp_path):
+    folder, (victim,) = _copy_with_damage(market, tmp_path)
+    d = load_reid("market1501", folder)
+    with pytest.raises(ImageDecodeError) as err:
+        decode_images([p for p, _, _ in d.query], size=(32, 16), progress=False, workers=1)
+    msg = str(err.value)
+    assert str(victim) in msg and "truncated" in msg and "prepare_reid.py" in msg and "delete" in msg
+    assert isinstance(err.value, OSError)  # callers catching OSError keep working
+    with pytest.raises(ImageDecodeError, match="not a recognised image"):
+        read_image(folder / "bounding_box_train" / "Thumbs.db")  # garbage bytes under an image reader
+
+
+def test_bad_zip_member_is_named_zip_colon_colon_member(market, tmp_path):
+    zpath = tmp_path / "m.zip"
+    good = sorted((market / "query").glob("*.jpg"))[0]
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("M/query/0001_c1s1_000001_00.jpg", b"\xff\xd8 not really a jpeg")
+        zf.writestr("M/query/0001_c2s1_000001_00.jpg", good.read_bytes()[:200])
+    for member, why in (
+        ("M/query/0001_c1s1_000001_00.jpg", "not a recognised image"),
+        ("M/query/0001_c2s1_000001_00.jpg", "truncated"),
+    ):
+        with pytest.raises(ImageDecodeError) as err:
+            read_image(f"{zpath}::{member}")
+        msg = str(err.value)
+        assert f"{zpath}::{member}" in msg and why in msg.lower() and "BytesIO" not in msg
+        assert f"The zip {zpath} is damaged" in msg  # the fix: download the zip again
+    with pytest.raises(ImageDecodeError, match=r"m\.zip::M/query/missing\.jpg"):
+        read_image(f"{zpath}::M/query/missing.jpg")
+
+
+def test_appledouble_and_dot_files_are_not_indexed(market, tmp_path):
+    folder = tmp_path / market.name
+    shutil.copytree(market, folder)
+    n_train = len(load_reid("market1501", folder).train)
+    for name in ("._0001_c1s1_000151_01.jpg", ".0002_c1s1_000151_01.jpg"):
+        (folder / "bounding_box_train" / name).write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    d = load_reid("market1501", folder)
+    assert len(d.train) == n_train and not any("/." in p for p, _, _ in d.train)
+    zpath = tmp_path / "mac.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            zf.write(p, p.relative_to(tmp_path).as_posix())
+        zf.writestr(f"__MACOSX/{folder.name}/bounding_box_train/._0003_c1s1_000151_01.jpg", b"\x00\x05")
+    dz = load_reid("market1501", zpath)
+    assert len(dz.train) == n_train and not any("._" in p or "__MACOSX" in p for p, _, _ in dz.train)
+
+
+def test_check_images_lists_every_bad_file_in_one_error(market, tmp_path):
+    folder, victims = _copy_with_damage(market, tmp_path, n_bad=7)
+    d = load_reid("market1501", folder)
+    assert check_images(d.train, "train") == len(d.train)  # entries accepted; a clean split passes
+    assert check_images([p for p, _, _ in d.gallery], "gallery", workers=2) == len(d.gallery)
+    with pytest.raises(ImageDecodeError) as err:
+        check_images(d.query, "market1501 query", workers=2)
+    msg = str(err.value)
+    assert msg.startswith(f"7 of {len(d.query)} market1501 query cannot be decoded")
+    listed = [v for v in victims if str(v) in msg]
+    assert len(listed) == 5 and "... and 2 more" in msg and "prepare_reid.py" in msg
+    assert all(
+        str(p) not in msg for p, _, _ in d.query if Path(p) not in victims
+    )  # good files are not blamed

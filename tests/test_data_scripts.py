@@ -7,7 +7,10 @@ import hashlib
 import http.server
 import importlib.util
 import json
+import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -97,6 +100,18 @@ def server(tmp_path):
     httpd.server_close()
 
 
+@pytest.fixture
+def umask022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _modes(root: Path) -> set[tuple[str, int]]:
+    """{("d" | "f", permission bits)} of ``root`` and everything below it."""
+    return {("d" if p.is_dir() else "f", p.stat().st_mode & 0o777) for p in [root, *root.rglob("*")]}
+
+
 def _leftovers(dest: Path) -> list[Path]:
     return [p for p in dest.rglob("*") if p.name.endswith(".part")]
 
@@ -161,6 +176,42 @@ def test_cli_checksum_file_and_error_exit(server, tmp_path, capsys):
                   "chairs", "--backoff", "0", "--retries", "1", "--no-progress"])  # fmt: skip
     assert rc == 1 and "nope.mat" in capsys.readouterr().err
     assert all((tmp_path / "d" / rel).is_file() for rel in table)
+
+
+def test_downloads_get_normal_permissions(server, tmp_path, umask022):
+    url, _, table, _ = server
+    dest = tmp_path / "dest"
+    dl.download(dest, ["shoes", "chairs"], url, table=table, backoff=0, progress=False)
+    assert _modes(dest) == {("d", 0o755), ("f", 0o644)}  # not mkstemp's 0600: every learner can read them
+
+
+@pytest.mark.parametrize(
+    "entry", ["../x.mat", "shoes/../../x.mat", "/tmp/x.mat", "shoes\\..\\..\\x.mat", "./shoes/x"]
+)
+def test_checksum_entries_outside_dest_are_refused_before_any_download(server, tmp_path, capsys, entry):
+    url, handler, table, _ = server
+    sums = tmp_path / "SUMS"
+    sums.write_text("".join(f"{e.hexdigest}  {rel}\n" for rel, e in table.items()) + f"{'1' * 64}  {entry}\n")
+    with pytest.raises(
+        dl.DownloadError, match=rf"SUMS:{len(table) + 1}: .*outside --dest(.|\n)*{re.escape(repr(entry))}"
+    ):
+        dl.parse_checksum_file(sums)
+    rc = dl.main(["--dest", str(tmp_path / "d"), "--base-url", url, "--checksums", str(sums), "--categories", "shoes",
+                  "chairs", "--backoff", "0", "--retries", "1", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and "outside --dest" in err and "nothing was downloaded" in err
+    assert handler.hits == [] and not (tmp_path / "d").exists()
+    with pytest.raises(dl.DownloadError, match="outside --dest"):  # a table passed in code is checked as well
+        dl.download(tmp_path / "d", ["shoes"], url, table={**table, entry: dl.Expected("sha256", "1" * 64)},
+                    backoff=0, progress=False)  # fmt: skip
+    assert handler.hits == []
+
+
+def test_malformed_checksum_line_names_file_and_line(tmp_path):
+    sums = tmp_path / "SUMS"
+    sums.write_text(f"{'a' * 64}  shoes/a.mat\nnot-a-digest\n")
+    with pytest.raises(dl.DownloadError, match=r"SUMS:2: expected '<sha256"):
+        dl.parse_checksum_file(sums)
 
 
 def test_embedded_tables_match_shared_and_git_blob_formula():
@@ -270,3 +321,89 @@ def test_scripts_help_and_make_synthetic(tmp_path):
                     "--sbir-test", "4", "--reid-ids", "3"]) == 0  # fmt: skip
     assert (tmp_path / "synthetic" / "qmul_v1" / "chairs" / "chairs_annotation.json").is_file()
     assert load_reid("dukemtmc", tmp_path / "synthetic" / "reid" / "dukemtmc").num_train_pids == 3
+
+
+def _evil_zip(small_market, path: Path, extra: list[zipfile.ZipInfo | tuple[str, bytes]]) -> Path:
+    """The small market zip plus crafted members."""
+    _, zpath, _, _ = small_market
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(zpath, path)
+    with zipfile.ZipFile(path, "a") as zf:
+        for item in extra:
+            if isinstance(item, zipfile.ZipInfo):
+                zf.writestr(item, b"/etc/passwd")
+            else:
+                zf.writestr(*item)
+    return path
+
+
+def _symlink_member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_prepare_refuses_zip_members_that_leave_dest(small_market, tmp_path, kind):
+    folder, _, counts, digests = small_market
+    top = folder.name
+    member = {"dotdot": f"{top}/bounding_box_train/../../../../X", "absolute": "/X",
+              "symlink": f"{top}/bounding_box_train/0001_c1s1_000001_00.jpg"}[kind]  # fmt: skip
+    item = _symlink_member(member) if kind == "symlink" else (member, b"written outside --dest")
+    zpath = _evil_zip(small_market, tmp_path / "src" / "evil.zip", [item])
+    dest = tmp_path / "a" / "b" / "market1501"
+    with pytest.raises(prep.PrepareError) as err:
+        prep.prepare("market1501", zpath, dest, counts, digests, progress=False)
+    msg = str(err.value)
+    why = {"dotdot": "'..' component", "absolute": "absolute path", "symlink": "symbolic link"}[kind]
+    assert str(zpath) in msg and repr(member) in msg and why in msg and "nothing was extracted" in msg
+    assert not any(p.name == "X" for p in tmp_path.rglob("*"))  # nothing written outside --dest
+    assert not dest.exists() and not (dest.parent.exists() and list(dest.parent.iterdir()))  # no staging left
+    assert prep.main(["market1501", "--src", str(zpath), "--dest", str(dest), "--no-progress"]) == 1
+
+
+def test_force_keeps_the_old_dataset_until_the_new_one_is_complete(small_market, tmp_path):
+    folder, zpath, counts, digests = small_market
+    dest = tmp_path / "data" / "market1501"
+    prep.prepare("market1501", zpath, dest, counts, digests, progress=False)
+    before = _tree(dest)
+    top = folder.name
+    # a member aimed at the live dataset through the staging folder, and a copy failing its digest check
+    into_old = _evil_zip(small_market, tmp_path / "s1" / "m.zip",
+                         [(f"{top}/bounding_box_train/../../market1501/query/0001_c1s1_999999_00.jpg", b"evil")])  # fmt: skip
+    broken = tmp_path / "s2" / top
+    shutil.copytree(folder, broken)
+    victim = sorted((broken / "query").glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    for src, match in ((into_old, "'..' component"), (broken.parent, "content digest")):
+        with pytest.raises(prep.PrepareError, match=match):
+            prep.prepare("market1501", src, dest, counts, digests, force=True, progress=False)
+        assert _tree(dest) == before  # the old dataset is untouched
+        assert sorted(p.name for p in dest.parent.iterdir()) == ["market1501"]  # no staging / aside left
+    prep.prepare("market1501", folder.parent, dest, counts, digests, force=True, progress=False)
+    assert _tree(dest).keys() == before.keys() and sorted(p.name for p in dest.parent.iterdir()) == [
+        "market1501"
+    ]
+
+
+def test_prepared_dataset_gets_normal_permissions(small_market, tmp_path, umask022):
+    _, zpath, counts, digests = small_market
+    dest = tmp_path / "market1501"
+    prep.prepare("market1501", zpath, dest, counts, digests, progress=False)
+    assert _modes(dest) == {("d", 0o755), ("f", 0o644)}  # not mkdtemp's 0700: learners can read it
+
+
+def test_prepare_skips_appledouble_files(small_market, tmp_path):
+    folder, _, counts, digests = small_market
+    src = tmp_path / "mac" / folder.name
+    shutil.copytree(folder, src)
+    (src / "bounding_box_train" / "._0001_c1s1_000151_01.jpg").write_bytes(b"\x00\x05\x16\x07")
+    dest = tmp_path / "market1501"
+    prep.prepare(
+        "market1501", src.parent, dest, counts, digests, progress=False
+    )  # counts and digests still match
+    assert not list(dest.rglob("._*"))

@@ -78,3 +78,74 @@ def test_atomic_directory_swaps_in_on_success_and_keeps_old_on_error(tmp_path: P
             raise RuntimeError("boom")
     assert (dest / "a.txt").read_text() == "v1"  # the old folder survives a failed rebuild
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp folder left behind
+
+
+@pytest.fixture
+def umask022():
+    """Run the test under umask 022 (the usual default), restoring the caller's umask after."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_atomic_writers_give_normal_permissions(tmp_path: Path, umask022) -> None:
+    dest = tmp_path / "ds"
+    with utils.atomic_directory(dest) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.txt").write_text("x")
+    assert dest.stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700: other users can read a prepared dataset
+    assert (dest / "sub").stat().st_mode & 0o777 == 0o755
+    assert (dest / "sub" / "a.txt").stat().st_mode & 0o777 == 0o644
+    for write in (
+        lambda p: utils.atomic_write_text(p, "t"),
+        lambda p: utils.atomic_write_bytes(p, b"b"),
+        lambda p: utils.atomic_torch_save({"w": torch.zeros(2)}, p),
+        lambda p: utils.atomic_write_stream(p, lambda fh: fh.write(b"s")),
+    ):
+        target = tmp_path / "f.out"
+        write(target)
+        assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    os.umask(0o027)
+    assert utils.current_umask() == 0o027 and utils.file_mode() == 0o640 and utils.dir_mode() == 0o750
+    with utils.atomic_directory(tmp_path / "ds2"):
+        pass
+    assert (tmp_path / "ds2").stat().st_mode & 0o777 == 0o750  # the umask is honoured, not forced to 0755
+
+
+def test_atomic_write_stream_streams_and_cleans_up_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "s.bin"
+    utils.atomic_write_stream(target, lambda fh: [fh.write(b"ab"), fh.write(b"cd")])
+    assert target.read_bytes() == b"abcd"
+
+    def half(fh) -> None:
+        fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        utils.atomic_write_stream(target, half)
+    assert target.read_bytes() == b"abcd" and sorted(os.listdir(tmp_path)) == ["s.bin"]
+
+
+def test_atomic_directory_keeps_old_copy_when_the_swap_fails(tmp_path: Path, monkeypatch) -> None:
+    """The old folder is renamed aside, never deleted, until the new one sits under the final name."""
+    dest = tmp_path / "ds"
+    with utils.atomic_directory(dest) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    real_replace, failed = os.replace, []
+
+    def flaky_replace(src, dst):
+        if Path(dst) == dest and not failed:  # the first move onto dest (new folder in) fails
+            failed.append(src)
+            raise OSError("simulated crash while renaming the new folder in")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        with utils.atomic_directory(dest) as tmp:
+            (tmp / "a.txt").write_text("v2")
+    assert failed and (dest / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # neither the new nor an aside folder left
+    monkeypatch.undo()
+    with utils.atomic_directory(dest) as tmp:
+        (tmp / "a.txt").write_text("v3")
+    assert (dest / "a.txt").read_text() == "v3" and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

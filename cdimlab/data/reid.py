@@ -2,7 +2,8 @@
 
 Introduced in notebook 03 (ReID data) and used by the ReID notebooks (03, 05, 06, 07). ``load_reid`` only *indexes*
 a dataset (file names -> identity, camera); ``decode_images`` turns paths into one uint8 array for
-``cdimlab.data.gpu.ImageBank``.
+``cdimlab.data.gpu.ImageBank`` and ``check_images`` verifies that a split decodes (both from
+:mod:`cdimlab.data.images`, re-exported here). Dot-files (macOS ``._*.jpg``) and ``__MACOSX/`` are never indexed.
 
 Where the data may be (``root``): the dataset folder itself (holding ``bounding_box_train`` ...), a parent of it,
 or the official zip (e.g. ``Market-1501-v15.09.15.zip``), also a folder holding just that zip. A zip is **read in
@@ -20,15 +21,9 @@ are extracted once to PNGs under ``<root>/cuhk03_png/<labeled|detected>/`` (atom
 from __future__ import annotations
 
 import hashlib
-import io
-import itertools
-import json
-import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +32,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..utils import atomic_directory, atomic_write_json
+from .images import ZIP_SEP, ImageDecodeError, check_images, decode_images, read_image
 
 REID_DATASETS: tuple[str, ...] = ("market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected")
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
-ZIP_SEP = "::"
 _NAME_RE = re.compile(r"([-\d]+)_c(\d)")
 DUKE_WITHDRAWN = (
     "DukeMTMC-reID has been withdrawn by its creators and is no longer distributed; cdimlab supports it only "
@@ -57,6 +52,10 @@ MARKET1501_DIGESTS: dict[str, tuple[int, str]] = {
 _SCRIPT = "python data_scripts/prepare_reid.py"
 
 Item = tuple[str, int, int]
+__all__ = [
+    "REID_DATASETS", "ImageDecodeError", "ReIDData", "check_images", "decode_images", "folder_digest", "load_reid",
+    "parse_market_name", "read_image",
+]  # fmt: skip
 
 
 @dataclass
@@ -83,6 +82,12 @@ def parse_market_name(name: str) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------- locating
+def _hidden(rel: str) -> bool:
+    """Dot-files (macOS ``._x.jpg`` AppleDouble, ``.DS_Store``) and ``__MACOSX/`` entries: never data."""
+    parts = rel.split("/")
+    return parts[-1].startswith(".") or "__MACOSX" in parts
+
+
 class _Source:
     """A file tree to list: a directory or a zip (members addressed as ``zip::member``)."""
 
@@ -92,10 +97,10 @@ class _Source:
         self._names: list[str] | None = None
 
     def names(self) -> list[str]:
-        """Zip member names (files only)."""
+        """Zip member names (files only; macOS ``__MACOSX/`` and ``._*`` AppleDouble entries, dot-files skipped)."""
         if self._names is None:
             with zipfile.ZipFile(self.path) as zf:
-                self._names = [n for n in zf.namelist() if not n.endswith("/")]
+                self._names = [n for n in zf.namelist() if not n.endswith("/") and not _hidden(n)]
         return self._names
 
     def has_dir(self, rel: str) -> bool:
@@ -108,7 +113,11 @@ class _Source:
         """Sorted image paths directly in folder ``rel`` (non-image files such as Thumbs.db skipped)."""
         if not self.is_zip:
             folder = self.path / rel
-            return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+            return sorted(
+                str(p)
+                for p in folder.iterdir()
+                if p.suffix.lower() in IMAGE_EXTS and not _hidden(p.name) and p.is_file()
+            )
         prefix = rel.rstrip("/") + "/"
         out = [n for n in self.names() if n.startswith(prefix) and "/" not in n[len(prefix) :]]
         return sorted(f"{self.path}{ZIP_SEP}{n}" for n in out if Path(n).suffix.lower() in IMAGE_EXTS)
@@ -302,102 +311,6 @@ def _load_cuhk03_original(name: str, folder: Path) -> ReIDData:
     if missing:
         raise FileNotFoundError(f"{missing[0]} listed in {cfg_path.name} was not extracted; delete {img_dir}")
     return _build(name, folder, part("train_idx"), part("query_idx"), part("gallery_idx"), None)
-
-
-# ------------------------------------------------------------------------------------------------ decoding
-def read_image(path: str | Path, zip_cache: dict[str, zipfile.ZipFile] | None = None) -> Image.Image:
-    """Open one image as PIL RGB; ``"<zip>::<member>"`` paths are read from the zip without extracting."""
-    path = str(path)
-    if ZIP_SEP in path:
-        zpath, member = path.split(ZIP_SEP, 1)
-        zf = zip_cache.get(zpath) if zip_cache is not None else None
-        if zf is None:
-            zf = zipfile.ZipFile(zpath)
-            if zip_cache is not None:
-                zip_cache[zpath] = zf
-        data = zf.read(member)
-        if zip_cache is None:
-            zf.close()
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
-    with Image.open(path) as im:
-        return im.convert("RGB")
-
-
-def _paths_key(paths: Sequence[str], size: tuple[int, int]) -> str:
-    h = hashlib.sha256(f"{size}".encode())
-    for p in paths:
-        h.update(p.encode() + b"\n")
-    return h.hexdigest()
-
-
-def _decode_range(paths: Sequence[str], out: np.ndarray, start: int, stop: int, bar: tqdm) -> None:
-    """Decode ``paths[start:stop]`` into ``out`` (one thread; its own zip handles)."""
-    h, w = out.shape[1:3]
-    zips: dict[str, zipfile.ZipFile] = {}
-    try:
-        for i in range(start, stop):
-            img = read_image(paths[i], zips)
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BILINEAR)
-            out[i] = np.asarray(img)
-            bar.update(1)
-    finally:
-        for zf in zips.values():
-            zf.close()
-
-
-def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    """``np.save`` into a temp file beside ``path``, then rename (no torn cache after a crash)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def decode_images(
-    paths: Sequence[str],
-    size: tuple[int, int] = (256, 128),
-    progress: bool = True,
-    cache: str | Path | None = None,
-    workers: int | None = None,
-) -> np.ndarray:
-    """Decode and resize (PIL bilinear) images to one uint8 (N, H, W, 3) array; ``size`` = (H, W).
-
-    ``cache``: an ``.npy`` path; reused when its sidecar ``<cache>.json`` records the same paths and size,
-    otherwise (re)written atomically after decoding. ``workers``: decoding threads (PIL releases the GIL;
-    default ``min(8, cpu_count)``); the result does not depend on it.
-    """
-    h, w = int(size[0]), int(size[1])
-    key = _paths_key(paths, (h, w))
-    if cache is not None:
-        cache, meta = Path(cache), Path(str(cache) + ".json")
-        if cache.is_file() and meta.is_file() and json.loads(meta.read_text()).get("key") == key:
-            arr = np.load(cache)
-            if arr.shape == (len(paths), h, w, 3):
-                return arr
-    out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
-    n_workers = max(1, min(workers or min(8, os.cpu_count() or 1), len(paths) // 32 or 1))
-    bounds = np.linspace(0, len(paths), n_workers + 1).astype(int)
-    with tqdm(total=len(paths), desc="decode images", disable=not progress, leave=False) as bar:
-        if n_workers == 1:
-            _decode_range(paths, out, 0, len(paths), bar)
-        else:
-            with ThreadPoolExecutor(n_workers) as pool:
-                jobs = [
-                    pool.submit(_decode_range, paths, out, a, b, bar) for a, b in itertools.pairwise(bounds)
-                ]
-                for job in jobs:
-                    job.result()
-    if cache is not None:
-        _save_npy_atomic(cache, out)
-        atomic_write_json(meta, {"key": key, "n": len(paths), "size": [h, w]})
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ digests
