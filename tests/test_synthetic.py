@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from cdimlab.data.qmul import load_qmul_v1
-from cdimlab.data.registry import SYNTH_DEFAULTS, SynthDefaults, locate_dataset
+from cdimlab.data.registry import SYNTH_DEFAULTS, SynthDefaults, ensure_synthetic, locate_dataset
 from cdimlab.data.reid import load_reid, parse_market_name
 from cdimlab.data.synthetic import synthetic_reid, synthetic_sbir
 
@@ -205,3 +206,12 @@ def test_market_zip_directly_in_reid_folder_is_found(tmp_path):
     loc = locate_dataset("market1501", tmp_path, allow_synthetic=False)
     assert not loc.synthetic and loc.path.name == zip_name
     assert load_reid("market1501", loc.path).num_train_pids == 751
+
+
+def test_synthetic_data_is_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        base = ensure_synthetic("shoes", tmp_path, SynthDefaults(sbir_train=8, sbir_test=6))
+    finally:
+        os.umask(old)
+    assert (base / "shoes").stat().st_mode & 0o777 == 0o755

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image, ImageDraw
 
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import atomic_write_bytes, atomic_write_text, dir_mode
 
 SBIR_TEMPLATES: dict[str, str] = {"shoes": "shoe", "chairs": "chair", "handbags": "bag"}
 _DETAILS: dict[str, tuple[str, ...]] = {
@@ -544,7 +544,9 @@ class _Writer:
 def _staging(final: Path) -> Path:
     """A fresh temp folder beside ``final`` (same file system, so publishing is one rename)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    staging.chmod(dir_mode())  # mkdtemp makes it 0700: learners on a shared machine must read it
+    return staging
 
 
 def _publish(staging: Path, final: Path) -> Path:
