@@ -36,7 +36,16 @@ class TappedBackbone(nn.Module):
         """Yield ``(name, fn)`` in network order; subclasses implement this."""
         raise NotImplementedError
 
-    def _check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
+    @property
+    def backbone(self) -> TappedBackbone:
+        """The backbone itself: every cdimlab net (backbone, EmbeddingNet, ReIDNet, attention net) has ``backbone``."""
+        return self
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The retrieval embedding: for a bare backbone its final feature (the shared model interface)."""
+        return self(x)
+
+    def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
         """Validate requested tap names against :attr:`tap_names`; a ValueError lists the valid ones."""
         if isinstance(taps, str):
             taps = (taps,)
@@ -48,12 +57,14 @@ class TappedBackbone(nn.Module):
             )
         return taps
 
+    _check_taps = check_taps  # old name, kept for subclasses written against it
+
     def forward_taps(self, x: Tensor, taps: Sequence[str] = ()) -> dict[str, Tensor]:
         """Run the network once; return each requested tap ``(B, C, H, W)`` and ``"final"`` ``(B, final_dim)``.
 
         The whole network always runs, because the fusion module always needs the final feature as well.
         """
-        wanted = set(self._check_taps(taps))
+        wanted = set(self.check_taps(taps))
         out: dict[str, Tensor] = {}
         for name, fn in self.stages():
             x = fn(x)

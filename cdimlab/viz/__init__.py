@@ -36,6 +36,7 @@ from cdimlab.viz.plots import (
     plot_acc_at_k_curve,
     plot_cmc,
     plot_paper_vs_here,
+    plot_learning_curves,
     plot_training_curves,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "plot_acc_at_k_curve",
     "plot_cmc",
     "plot_paper_vs_here",
+    "plot_learning_curves",
     "plot_training_curves",
     "rank_of_true_match",
     "ranked_rows",
