@@ -275,7 +275,8 @@ def test_plot_learning_curves(tmp_path):
     matplotlib.use("Agg")
     rows = [{"iteration": 1, "loss": 1.0}, {"iteration": 2, "loss": 0.5}, {"iteration": 2, "val_acc@1": 0.3}]
     write_log_csv(rows, tmp_path / "log.csv")
-    ax = plot_learning_curves(tmp_path)
+    fig = plot_learning_curves(tmp_path)
+    ax = fig.axes[0]
     assert ax.get_lines()[0].get_ydata().tolist() == [1.0, 0.5]
 
 
