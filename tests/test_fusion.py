@@ -80,7 +80,9 @@ def test_inception_mixed_7b_dims():
 
 def test_paper_fusion_configs_in_the_catalogue_and_fusion_dim_on_real_backbones():
     assert OURS_SBIR == FusionConfig(("conv5",), "flatten", None, True) == EXPERIMENTS["shoes_ours"].fusion
-    assert OURS_REID == FusionConfig(("res5a", "res5b"), "gap", 1024, False) == EXPERIMENTS["market_ours"].fusion
+    assert (
+        OURS_REID == FusionConfig(("res5a", "res5b"), "gap", 1024, False) == EXPERIMENTS["market_ours"].fusion
+    )
     assert VANILLA_REID.vanilla and not VANILLA_REID.l2_parts
     assert fusion_dim(SketchANet(225), OURS_SBIR) == 12_800
     assert fusion_dim(SketchANet(113), OURS_SBIR) == 256 * 2 * 2 + 256

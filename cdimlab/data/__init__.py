@@ -6,8 +6,8 @@ Introduced in notebook 00 (datasets) and 02-03 (training data). See docs/ARCHITE
 from .gpu import ImageBank, norm_stats, reid_bank, sbir_bank
 from .qmul import QMUL_CATEGORIES, QMULSplit, load_qmul_v1, train_val_split
 from .registry import DATASETS, SYNTH_DEFAULTS, DatasetLocation, SynthDefaults, locate_dataset
-from .samplers import EpochSampler, TripletSampler
 from .reid import REID_DATASETS, ReIDData, decode_images, load_reid, parse_market_name, read_image
+from .samplers import EpochSampler, TripletSampler
 from .synthetic import synthetic_reid, synthetic_sbir
 from .transforms import (
     IMAGENET_MEAN,

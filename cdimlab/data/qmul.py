@@ -162,4 +162,3 @@ def train_val_split(
 
 
 # The sampler lives with its sibling in cdimlab.data.samplers; importing it from here keeps old code working.
-from cdimlab.data.samplers import TripletSampler  # noqa: E402

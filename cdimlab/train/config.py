@@ -86,7 +86,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"TrainConfig.from_dict: unknown field(s) {unknown}; valid fields: {sorted(known)}")
+            raise ValueError(
+                f"TrainConfig.from_dict: unknown field(s) {unknown}; valid fields: {sorted(known)}"
+            )
         out = dict(values)
         if "reid_input" in out:
             out["reid_input"] = tuple(out["reid_input"])

@@ -25,8 +25,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cdimlab.train import distributed as D
-from cdimlab.train.checkpoint import BEST, CHECKPOINT, LOG, resume_checkpoint, rng_state, set_rng_state
-from cdimlab.train.checkpoint import write_log_csv
+from cdimlab.train.checkpoint import (
+    BEST,
+    CHECKPOINT,
+    LOG,
+    resume_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_log_csv,
+)
 from cdimlab.train.config import FitResult, TrainConfig, auto_flag, make_optimizer, make_scheduler
 from cdimlab.utils import atomic_torch_save
 
