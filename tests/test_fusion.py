@@ -139,14 +139,14 @@ def test_l2_parts_have_unit_norm_and_vanilla():
 
 
 def test_flatten_size_mismatch_is_explained():
-    net = EmbeddingNet(SketchANet(113), paper_fusion("fgsbir"))
+    net = EmbeddingNet(SketchANet(113), OURS_SBIR)
     with pytest.raises(ValueError, match="input"):
         net.fusion({"conv5": torch.zeros(1, 256, 7, 7), "final": torch.zeros(1, 256)})
 
 
 def test_deep_supervision_gradients_reach_taps_through_embedding():
     torch.manual_seed(0)
-    net = EmbeddingNet(SketchANet(113), paper_fusion("fgsbir"))
+    net = EmbeddingNet(SketchANet(113), OURS_SBIR)
     x = torch.rand(2, 1, 113, 113)
     mid_dim = net.fusion.mid_dim
     (net(x)[:, :mid_dim] * torch.randn(2, mid_dim)).sum().backward()  # loss on the mid part only
@@ -159,7 +159,7 @@ def test_deep_supervision_gradients_reach_taps_through_embedding():
 
 def test_reidnet_gradients_and_shapes():
     torch.manual_seed(0)
-    model = ReIDNet(ResNet50Backbone(input_size=(32, 16)), paper_fusion("reid"), num_classes=5)
+    model = ReIDNet(ResNet50Backbone(input_size=(32, 16)), OURS_REID, num_classes=5)
     x = torch.rand(2, 3, 32, 16)  # smallest size ResNet-50 runs at: res5 is 1x1
     assert model.out_dim == 3072
     emb = model.embed(x)
@@ -185,7 +185,7 @@ def test_reidnet_gradients_and_shapes():
 
 def test_channels_last_and_bf16_autocast():
     torch.manual_seed(0)
-    net = EmbeddingNet(SketchANet(113), paper_fusion("fgsbir")).eval()
+    net = EmbeddingNet(SketchANet(113), OURS_SBIR).eval()
     x = torch.rand(2, 1, 113, 113)
     with torch.no_grad():
         ref = net(x)

@@ -115,10 +115,11 @@ def load_reid_index(name: str, data_root: Any = None, max_ids: int | None = None
     return RunData("reid", source, reid=data)
 
 
-def load_data(exp: Experiment, profile: str, data_root: Any = None, seed: int = 0,
-              allow_synthetic: bool = True) -> RunData:  # fmt: skip
-    """The data of ``exp`` for ``profile``: the one place a run's data is resolved."""
-    cfg = exp.config(profile)
+def load_data(exp: Experiment, profile: str, data_root: Any = None, seed: int = 0, allow_synthetic: bool = True,
+              cfg: TrainConfig | None = None) -> RunData:  # fmt: skip
+    """The data of ``exp`` for ``profile`` (or for ``cfg``: its ``val_fraction``, ``max_ids``): the one place a
+    run's data is resolved; ``RunData.source`` says real or synthetic, and where."""
+    cfg = cfg or exp.config(profile)
     if exp.task == "fgsbir":
         return load_sbir_splits(exp.dataset, data_root, seed, cfg.val_fraction, allow_synthetic)
     return load_reid_index(exp.dataset, data_root, cfg.max_ids, allow_synthetic)
@@ -278,7 +279,7 @@ def run_experiment(
     dev = resolve_device(device)
     seed_everything(seed)
     folder, t0 = run_dir(name, profile, runs_root), time.perf_counter()
-    data = load_data(exp, profile, data_root, seed, allow_synthetic)
+    data = load_data(exp, profile, data_root, seed, allow_synthetic, cfg)
     trained = fit(
         exp,
         cfg,
