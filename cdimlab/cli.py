@@ -18,6 +18,7 @@ from typing import Any
 
 from cdimlab.bench import run_bench
 from cdimlab.data import DATASETS
+from cdimlab.data.registry import ensure_synthetic
 from cdimlab.experiments import (
     EXPERIMENTS,
     PAPER_TABLES,
