@@ -182,8 +182,6 @@ def evaluate_run_dir(path: Path, data: str | None, device: str) -> dict[str, Any
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from cdimlab.report import write_report
-
     names = experiments_for_tables(args.only)
     root = _data_root(args.data)
     t0 = time.perf_counter()

@@ -35,8 +35,8 @@ from cdimlab.viz.plots import (
     pca_2d,
     plot_acc_at_k_curve,
     plot_cmc,
-    plot_paper_vs_here,
     plot_learning_curves,
+    plot_paper_vs_here,
     plot_training_curves,
 )
 

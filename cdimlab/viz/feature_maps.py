@@ -23,7 +23,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from cdimlab.models.base import TappedBackbone
 from cdimlab.utils import resolve_device
 
 ImageLike = Tensor | np.ndarray
@@ -54,20 +53,6 @@ def figure_pixels(fig: Figure) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
-
-
-def find_backbone(model: nn.Module) -> TappedBackbone:
-    """The :class:`TappedBackbone` inside ``model`` (itself, ``EmbeddingNet.backbone``, ``ReIDNet.embedder...``).
-
-    Searched through ``model.modules()`` so any wrapper works; a TypeError says what was given otherwise.
-    """
-    for module in model.modules():
-        if isinstance(module, TappedBackbone):
-            return module
-    raise TypeError(
-        f"model is a {type(model).__name__} that contains no cdimlab TappedBackbone; pass a backbone from "
-        "cdimlab.models.build_backbone(...) or a model built on one (EmbeddingNet, ReIDNet)"
-    )
 
 
 def as_batch(images: ImageLike, name: str = "images") -> Tensor:
@@ -138,7 +123,7 @@ def feature_maps(
     what the fusion module pools). ``preprocess`` (e.g. mean subtraction) is applied to each batch on ``device``.
     Training flags are restored afterwards so a model mid-training is left as it was.
     """
-    backbone = find_backbone(model_or_backbone)
+    backbone = model_or_backbone.backbone  # every cdimlab net (and a bare backbone) has one
     dev = resolve_device(device)
     x_all = as_batch(images)
     flags = {m: m.training for m in backbone.modules()}
