@@ -123,7 +123,12 @@ def feature_maps(
     what the fusion module pools). ``preprocess`` (e.g. mean subtraction) is applied to each batch on ``device``.
     Training flags are restored afterwards so a model mid-training is left as it was.
     """
-    backbone = model_or_backbone.backbone  # every cdimlab net (and a bare backbone) has one
+    backbone = getattr(model_or_backbone, "backbone", None)  # every cdimlab net (and a bare backbone) has one
+    if not isinstance(backbone, TappedBackbone):
+        raise TypeError(
+            f"model is a {type(model_or_backbone).__name__} without a cdimlab TappedBackbone; pass a backbone from "
+            "cdimlab.models.build_backbone(...) or a net built on one (EmbeddingNet, ReIDNet, AttentionNet)"
+        )
     dev = resolve_device(device)
     x_all = as_batch(images)
     flags = {m: m.training for m in backbone.modules()}
