@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from cdimlab.models.base import TappedBackbone
 from cdimlab.utils import resolve_device
 
 ImageLike = Tensor | np.ndarray
