@@ -19,7 +19,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of a training run; the ``full`` profile holds the paper's recipe (DESIGN.md, Sec. 4.1).
+    """Every knob of a training run; the ``full`` profile holds the paper's recipe (Sec. 4.1 of the paper).
 
     Recipe: ``iterations`` .. ``label_smoothing``. ``lr_decay`` is applied every ``lr_decay_every`` iterations
     (StepLR); ``lr_decay=1.0`` keeps the rate fixed (the FG-SBIR recipe). For ReID we decay by 0.95 every 1,000
