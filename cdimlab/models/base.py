@@ -85,7 +85,7 @@ class TappedBackbone(nn.Module):
         statistics are untouched), then restores the training flags. The fusion module uses this to size its
         flatten / FC dimensions. Defaults to the backbone's :attr:`input_size`.
         """
-        size = _pair(input_size if input_size is not None else self.input_size)
+        size = pair(input_size if input_size is not None else self.input_size)
         param = next(self.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -105,7 +105,7 @@ class TappedBackbone(nn.Module):
         return {k: tuple(v.shape[1:]) for k, v in feats.items()}
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+def pair(size: int | Sequence[int]) -> tuple[int, int]:
     """``225 -> (225, 225)``; ``(256, 128) -> (256, 128)``; anything else is a ValueError."""
     if isinstance(size, int):
         return (size, size)
@@ -113,3 +113,6 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if len(size) != 2:
         raise ValueError(f"input_size must be an int or (H, W), got {size!r}")
     return size  # type: ignore[return-value]
+
+
+_pair = pair  # old name, still imported by sketchanet.py
