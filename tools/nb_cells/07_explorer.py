@@ -50,8 +50,7 @@ print(f"{sbir_experiment}: {source}")
 sbir = course.sbir_data("shoes", data_root, seed=seed)
 pairs = torch.arange(min(8, len(sbir.test)))
 sizes = dict(crop=cfg.sbir_input, resize=cfg.sbir_resize, sketch_std=cfg.sketch_std)  # plain sizes, no config
-sketches = sbir_bank(sbir.test.sketches, device, **sizes, train=False).eval_batch(pairs)
-photos = sbir_bank(sbir.test.photos, device, **sizes, train=False).eval_batch(pairs)
+sketches, photos = (sbir_bank(x, device, **sizes, train=False).eval_batch(pairs) for x in (sbir.test.sketches, sbir.test.photos))
 assert sketches.shape == photos.shape == (len(pairs), 1, cfg.sbir_input, cfg.sbir_input)
 """,
     ),
