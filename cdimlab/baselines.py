@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cdimlab.data import TripletSampler
+from cdimlab.metrics import acc_at_k, pairwise_distance
+
 
 @dataclass(frozen=True)
 class HOGConfig:
@@ -114,8 +117,6 @@ def run_hog_baseline(
 
     Returns (metrics, schedule). Used for the "HOG + linear ranking" row of Table 3.
     """
-    from cdimlab.data import TripletSampler
-    from cdimlab.metrics import acc_at_k, pairwise_distance
 
     steps = 100 if smoke else 500
     ranker = fit_linear_ranker(

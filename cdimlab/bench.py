@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cdimlab.train import TrainConfig, _auto, _autocast, make_optimizer
+from cdimlab.data import QMULSplit
+from cdimlab.experiments import EXPERIMENTS, build_model
+from cdimlab.losses import cross_entropy, triplet_ranking_loss
+from cdimlab.metrics import cmc_map
+from cdimlab.train import TrainConfig, auto_flag, autocast, fit_classifier, fit_triplet, make_optimizer
 from cdimlab.utils import atomic_write_text, env_info, resolve_device
 
 
@@ -53,12 +57,12 @@ def model_only_rate(model: torch.nn.Module, x: torch.Tensor, loss_fn, cfg: Train
     device = x.device
     model.train()
     opt = make_optimizer(model.parameters(), cfg)
-    if _auto(cfg.channels_last, device):
+    if auto_flag(cfg.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        with _autocast(cfg, device):
+        with autocast(cfg.amp, device):
             out = model(x).float()
         loss = loss_fn(out)
         opt.zero_grad(set_to_none=True)
@@ -76,8 +80,6 @@ def model_only_rate(model: torch.nn.Module, x: torch.Tensor, loss_fn, cfg: Train
 
 def _fake_split(n: int, seed: int = 0) -> Any:
     """A QMUL-like split of random 256x256 images (true-match triplets), for timing only."""
-    from cdimlab.data import QMULSplit
-
     rng = np.random.default_rng(seed)
     imgs = rng.integers(0, 256, (2, n, 256, 256), dtype=np.uint8)
     return QMULSplit("bench", "train", imgs[0], imgs[1], None, [np.empty((0, 2), np.int64)] * n)
@@ -85,10 +87,6 @@ def _fake_split(n: int, seed: int = 0) -> Any:
 
 def bench_sbir(device: torch.device, s: BenchSizes) -> dict[str, Any]:
     """Sketch-a-Net (Ours fusion) triplet training: model-only vs fit_triplet img/s."""
-    from cdimlab.experiments import EXPERIMENTS, build_model
-    from cdimlab.losses import triplet_ranking_loss
-    from cdimlab.train import fit_triplet
-
     exp = EXPERIMENTS["shoes_ours"]
     cfg = replace(exp.config("full"), sbir_input=s.sbir_input, sbir_resize=s.sbir_resize, batch_size=s.sbir_batch,
                   iterations=s.steps + 1, eval_every=10**9, checkpoint_every=10**9, log_every=10**9)  # fmt: skip
@@ -104,10 +102,6 @@ def bench_sbir(device: torch.device, s: BenchSizes) -> dict[str, Any]:
 
 def bench_reid(device: torch.device, s: BenchSizes) -> dict[str, Any]:
     """ResNet-50 (Ours fusion) identity classification: model-only vs fit_classifier img/s."""
-    from cdimlab.experiments import EXPERIMENTS, build_model
-    from cdimlab.losses import cross_entropy
-    from cdimlab.train import fit_classifier
-
     exp = EXPERIMENTS["market_ours"]
     cfg = replace(exp.config("full"), reid_input=s.reid_input, batch_size=s.reid_batch, iterations=s.steps + 1,
                   checkpoint_every=10**9, log_every=10**9)  # fmt: skip
@@ -131,8 +125,6 @@ def bench_reid(device: torch.device, s: BenchSizes) -> dict[str, Any]:
 
 def bench_cmc(device: torch.device, shape: tuple[int, int] = (3368, 19732), repeats: int = 3) -> float:
     """Seconds for ``cmc_map`` on random distances of ``shape`` (Market-1501 test scale by default)."""
-    from cdimlab.metrics import cmc_map
-
     g = torch.Generator().manual_seed(0)
     q, n = shape
     dist = torch.rand(q, n, generator=g).to(device)

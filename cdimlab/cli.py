@@ -10,10 +10,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from cdimlab.bench import run_bench
+from cdimlab.data import DATASETS
+from cdimlab.data.registry import ensure_synthetic
+from cdimlab.experiments import (
+    EXPERIMENTS,
+    PAPER_TABLES,
+    PROFILES,
+    evaluate,
+    experiments_for_tables,
+    get_experiment,
+    load_data,
+    load_trained,
+    result_path,
+    run_experiment,
+    summarize,
+)
+from cdimlab.report import write_report
+from cdimlab.train import best_weights_path, shutdown_distributed
+from cdimlab.utils import REPO_ROOT, default_data_root
 
 DESCRIPTION = """\
 cdimlab: reproduce "The Devil is in the Middle" (Yu et al.) - mid-level feature fusion for
@@ -30,7 +51,7 @@ Profiles: 'smoke' = tiny inputs and schedules for a CPU (minutes); 'full' = the 
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=("smoke", "full"), default="smoke",
+    p.add_argument("--profile", choices=PROFILES, default="smoke",
                    help="smoke: tiny CPU-sized run (default); full: the paper's schedule, for a CUDA GPU")  # fmt: skip
     p.add_argument("--data", default=None, metavar="ROOT",
                    help="data root holding qmul_v1/, reid/ (default: $CDIMLAB_DATA or ./data); synthetic data "
@@ -79,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None, metavar="DIR", help="checkpoint folder root (default: runs/)")
 
     p = sub.add_parser("report", help="render the paper-vs-here tables from existing results (no training)")
-    p.add_argument("--profile", choices=("smoke", "full"), default="smoke")
+    p.add_argument("--profile", choices=PROFILES, default="smoke")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default: <repo>/results)")
 
     p = sub.add_parser("bench", help="throughput table: model-only vs real trainer img/s; ranking time")
@@ -107,14 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_root(arg: str | None) -> Path:
-    from cdimlab.utils import default_data_root
-
     return Path(arg).expanduser() if arg else default_data_root()
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cdimlab.experiments import EXPERIMENTS, PAPER_TABLES, experiments_for_tables
-
     names = experiments_for_tables([args.table]) if args.table else sorted(EXPERIMENTS)
     print(f"{'experiment':<28} {'tables':<10} {'task':<7} {'dataset':<16} row")
     for n in names:
@@ -125,8 +142,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cdimlab.experiments import result_path, run_experiment, summarize
-
     overrides = {"iterations": args.iterations} if args.iterations else None
     rec = run_experiment(args.experiment, args.profile, _data_root(args.data), args.out, args.device,
                          resume=args.resume, seed=args.seed, force=True,
@@ -153,41 +168,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def evaluate_run_dir(path: Path, data: str | None, device: str) -> dict[str, Any]:
-    """Load ``best_model.pt`` + the config in ``checkpoint.pt`` of a run folder and evaluate on the test split."""
-    import torch
-
-    from cdimlab.experiments import _load_reid, _load_sbir, build_model, get_experiment
-    from cdimlab.train import BEST, CHECKPOINT, TrainConfig, evaluate_reid, evaluate_sbir, load_checkpoint
-    from cdimlab.utils import resolve_device
-
-    if not (path / BEST).is_file():
+    """Load a run folder's best weights and the config of its ``checkpoint.pt``; evaluate on the test split."""
+    if not best_weights_path(path).is_file():
         raise FileNotFoundError(
-            f"{path} holds no {BEST}; pass a run folder written by `train` or a result .json"
+            f"{path} holds no {best_weights_path(path).name}; pass a run folder written by `train` or a result .json"
         )
-    ck = load_checkpoint(path / CHECKPOINT)
-    cfgd = dict(ck["config"])
-    cfgd["reid_input"] = tuple(cfgd["reid_input"])
-    cfg = TrainConfig(**cfgd)
     exp = get_experiment(path.name)
-    dev = resolve_device(device)
-    state = torch.load(path / BEST, map_location="cpu", weights_only=True)
-    if exp.task == "fgsbir":
-        _, _, test = _load_sbir(exp, _data_root(data), True)
-        model = build_model(exp, cfg)
-        model.load_state_dict(state)
-        metrics = evaluate_sbir(model.to(dev), test, dev, cfg.eval_protocol, cfg)
-    else:
-        _, d = _load_reid(exp, _data_root(data), True, cfg)
-        model = build_model(exp, cfg, num_classes=state["classifier.weight"].shape[0])
-        model.load_state_dict(state)
-        metrics = evaluate_reid(model.to(dev), d, dev, True, cfg)
+    model, cfg = load_trained(path, exp, device)
+    profile = path.parent.name if path.parent.name in PROFILES else "smoke"
+    run_data = load_data(exp, profile, _data_root(data), cfg=cfg)
+    metrics = evaluate(exp, model, run_data, cfg, device)
     return {"experiment": exp.name, "run_dir": str(path), "metrics": metrics, "paper": exp.paper}
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from cdimlab.experiments import experiments_for_tables, result_path, run_experiment, summarize
-    from cdimlab.report import write_report
-
     names = experiments_for_tables(args.only)
     root = _data_root(args.data)
     t0 = time.perf_counter()
@@ -219,16 +213,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cdimlab.report import write_report
-
     paths = write_report(args.out, args.profile)
     print(f"report: {paths['markdown']} and {paths['html']}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from cdimlab.bench import run_bench
-
     text, path = run_bench(device=args.device, sizes=args.sizes, steps=args.steps, out_dir=args.out)
     print(text)
     print(f"wrote {path}")
@@ -236,14 +226,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    import runpy
-
-    from cdimlab.utils import REPO_ROOT
-
     if args.data_command == "synthetic":
-        from cdimlab.data import DATASETS
-        from cdimlab.data.registry import ensure_synthetic
-
         root = _data_root(args.data)
         for name in DATASETS:
             print(f"{name:<16} {ensure_synthetic(name, root)}")
@@ -266,8 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("train",):
-        from cdimlab.experiments import EXPERIMENTS
-
         if args.experiment not in EXPERIMENTS:
             parser.error(
                 f"unknown experiment {args.experiment!r}; valid names: {', '.join(sorted(EXPERIMENTS))}"
@@ -280,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     finally:
         if args.command in ("train", "reproduce"):
-            from cdimlab.train import shutdown_distributed
-
             shutdown_distributed()  # under torchrun: leave the process group cleanly
 
 

@@ -10,17 +10,29 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cdimlab.utils import REPO_ROOT, default_data_root, env_info
+from cdimlab.data import decode_images, locate_dataset
+from cdimlab.experiments import (
+    PROFILES,
+    build_model,
+    fit,
+    get_experiment,
+    load_reid_index,
+    load_sbir_splits,
+    load_trained,
+    run_dir,
+)
+from cdimlab.train import best_weights_path
+from cdimlab.utils import REPO_ROOT, default_data_root, env_info, resolve_device, seed_everything
+from cdimlab.viz.feature_maps import draw_image, new_figure, to_display
 
 REAL_DATASETS = ("shoes", "chairs", "handbags", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected")
-PROFILES = ("smoke", "full")
 _VERSION_PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "ipywidgets", "pytorch_grad_cam", "tqdm")
 
 
@@ -60,8 +72,6 @@ def datasets_status(data_root: str | os.PathLike | None = None) -> dict[str, str
     Uses :func:`cdimlab.data.locate_dataset` with ``allow_synthetic=False``; synthetic stand-ins are always
     available (generated on demand), so they are not listed.
     """
-    from cdimlab.data import locate_dataset
-
     root = Path(data_root) if data_root is not None else default_data_root()
     out = {}
     for name in REAL_DATASETS:
@@ -95,7 +105,7 @@ def resolve_profile(profile: str, task_datasets: Sequence[str] = (), data_root: 
     (slowly) but prints a warning; an unknown profile is a ValueError naming the parameter.
     """
     if profile not in (*PROFILES, "auto"):
-        raise ValueError(f"parameter profile must be 'smoke', 'full' or 'auto', got {profile!r}")
+        raise ValueError(f"parameter profile must be one of {(*PROFILES, 'auto')}, got {profile!r}")
     status = datasets_status(data_root) if profile == "auto" else {}
     has_data = bool(task_datasets) and all(status.get(d) == "real" for d in task_datasets)
     if profile == "auto":
@@ -185,8 +195,6 @@ def train_side_by_side(
     ``evaluate(model)`` returns metrics. Seeding per variant makes the comparison fair: only the architecture
     differs.
     """
-    from cdimlab.utils import seed_everything
-
     t0 = time.perf_counter()
     metrics, fits, models = {}, {}, {}
     for label, build in variants.items():
@@ -205,10 +213,6 @@ def profile_config(experiment: str, profile: str, **overrides: Any):
     Notebook parameters such as ``iterations = None`` mean "the profile's value", so a parameters cell of literals
     can leave the recipe alone or change one knob.
     """
-    from dataclasses import replace
-
-    from cdimlab.experiments import get_experiment
-
     cfg = get_experiment(experiment).config(profile)
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -228,14 +232,8 @@ class SBIRData:
 def sbir_data(category: str, data_root: Any = None, seed: int = 0, val_fraction: float = 0.1) -> SBIRData:
     """Locate ``category`` (real QMUL data, else the synthetic stand-in), load both splits, carve a validation
     split out of train (early stopping never looks at the test split). Notebooks 00, 02, 04, 06, 07."""
-    from cdimlab.data import load_qmul_v1, locate_dataset, train_val_split
-
-    loc = locate_dataset(category, data_root)
-    train_full = load_qmul_v1(loc.path, category, "train")
-    train, val = train_val_split(train_full, val_fraction, seed)
-    return SBIRData(
-        category, Path(loc.path), loc.synthetic, train, val, load_qmul_v1(loc.path, category, "test")
-    )
+    d = load_sbir_splits(category, data_root, seed, val_fraction)
+    return SBIRData(category, Path(d.source["path"]), d.source["kind"] == "synthetic", d.train, d.val, d.test)
 
 
 @dataclass
@@ -261,14 +259,9 @@ def reid_data(
 ) -> ReIDCourseData:
     """Locate and index a ReID dataset; on real data keep only ``max_ids`` identities when given (a smoke run on
     real data); decode the training images at ``size`` when ``decode_train``. Notebooks 00, 03, 05, 07."""
-    from cdimlab.data import decode_images, load_reid, locate_dataset
-    from cdimlab.experiments import _subset_reid
-
-    loc = locate_dataset(name, data_root)
-    data = load_reid(name, loc.path)
-    if not loc.synthetic and max_ids:
-        data = _subset_reid(data, max_ids)
-    out = ReIDCourseData(name, Path(loc.path), loc.synthetic, data)
+    d = load_reid_index(name, data_root, max_ids)
+    data = d.reid
+    out = ReIDCourseData(name, Path(d.source["path"]), d.source["kind"] == "synthetic", data)
     if decode_train:
         out.train_images = decode_images([e[0] for e in data.train], size=tuple(size), progress=progress)
         out.train_labels = torch.as_tensor([e[1] for e in data.train])
@@ -282,8 +275,6 @@ def two_camera_pairs(
 
     Used to show ReID's two "domains" (notebooks 00, 07).
     """
-    from cdimlab.data import decode_images
-
     first: dict[int, tuple[str, int]] = {}
     pairs: list[tuple[str, str]] = []
     for path, pid, cam in data.train:
@@ -311,8 +302,6 @@ def show_rows(rows: Sequence[Any], labels: Sequence[str]):
 
     E.g. anchor sketches, positive photos and negative photos of a triplet batch (notebook 02).
     """
-    from cdimlab.viz.feature_maps import draw_image, new_figure, to_display
-
     if len(rows) != len(labels) or not rows:
         raise ValueError(f"give one label per row: {len(rows)} rows, {len(labels)} labels")
     n = min(len(r) for r in rows)
@@ -343,40 +332,31 @@ def trained_model(
     into that folder when ``train_if_missing``, or returns the untrained model. ``source`` says which, for the
     notebook to print.
     """
-    from cdimlab.experiments import build_model, get_experiment, run_dir
-    from cdimlab.train import BEST, fit_classifier, fit_triplet
-    from cdimlab.utils import resolve_device, seed_everything
-
     exp, dev = get_experiment(experiment), resolve_device(device)
     cfg, folder = exp.config(profile), run_dir(experiment, profile, runs_root)
     seed_everything(seed)
-    state = (
-        torch.load(folder / BEST, map_location="cpu", weights_only=True)
-        if (folder / BEST).is_file()
-        else None
-    )
-    if state is not None and exp.task == "reid" and num_classes is None:
-        num_classes = int(state["classifier.weight"].shape[0])
-    if exp.task == "reid" and num_classes is None:
-        num_classes = reid_data(
-            exp.dataset, data_root, max_ids=cfg.max_ids, decode_train=False
-        ).data.num_train_pids
-    model = build_model(exp, cfg, num_classes=num_classes)
-    if state is not None:
-        try:
-            model.load_state_dict(state)
-            return model.to(dev).eval(), cfg, f"loaded {folder / BEST}"
-        except RuntimeError:  # a run with another input size or class count: train afresh below
-            pass
+    try:
+        model, _ = load_trained(folder, exp, dev, cfg)
+        return model, cfg, f"loaded {best_weights_path(folder)}"
+    except (FileNotFoundError, RuntimeError):  # no run yet, or one with another input size / class count
+        pass
     if not train_if_missing:
-        return model.to(dev).eval(), cfg, "untrained (random weights): no earlier run found"
-    if exp.task == "fgsbir":
-        data = sbir_data(exp.dataset, data_root, seed=seed)
-        fit = fit_triplet(model, data.train, data.val, cfg, dev, out_dir=folder, progress=True)
-    else:
-        rd = reid_data(exp.dataset, data_root, size=cfg.reid_input, max_ids=cfg.max_ids)
-        fit = fit_classifier(model, rd.train_images, rd.train_labels, cfg, dev, out_dir=folder, progress=True)
-    return fit.model.eval(), cfg, f"trained now ({fit.iterations_run} iterations, saved to {folder})"
+        model = _untrained(exp, cfg, data_root, num_classes, dev)
+        return model, cfg, "untrained (random weights): no earlier run found"
+    data = load_sbir_splits(exp.dataset, data_root, seed) if exp.task == "fgsbir" else (
+        load_reid_index(exp.dataset, data_root, cfg.max_ids))  # fmt: skip
+    trained = fit(exp, cfg, data, dev, folder, resume=False, progress=True, profile=profile)
+    its = trained.fit.iterations_run if trained.fit is not None else 0
+    return trained.model.eval(), cfg, f"trained now ({its} iterations, saved to {folder})"
+
+
+def _untrained(
+    exp: Any, cfg: Any, data_root: Any, num_classes: int | None, dev: torch.device
+) -> torch.nn.Module:
+    """The experiment's network with random weights (the class count read from the data when not given)."""
+    if exp.task == "reid" and num_classes is None:
+        num_classes = load_reid_index(exp.dataset, data_root, cfg.max_ids).reid.num_train_pids
+    return build_model(exp, cfg, num_classes=num_classes).to(dev).eval()
 
 
 def dataset_switch(explorers: Mapping[str, Any]):

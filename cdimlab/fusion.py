@@ -73,18 +73,6 @@ class FusionConfig:
         return f"{label} + {final}" + ("" if self.l2_parts else " (no L2)")
 
 
-def paper_fusion(task: str, vanilla: bool = False) -> FusionConfig:
-    """The paper's configurations: ``"fgsbir"`` (conv5 flatten + fc7, 12,800-d) or ``"reid"`` (res5a, res5b GAP ->
-    FC 1024 + pool5, 3,072-d); ``vanilla=True`` gives the matching baseline (L2(fc7) / raw pool5)."""
-    if task == "fgsbir":
-        return FusionConfig() if vanilla else FusionConfig(("conv5",), "flatten", None, True)
-    if task == "reid":
-        return (
-            FusionConfig(l2_parts=False) if vanilla else FusionConfig(("res5a", "res5b"), "gap", 1024, False)
-        )
-    raise ValueError(f"task must be 'fgsbir' or 'reid', got {task!r}")
-
-
 def _l2(x: Tensor) -> Tensor:
     """L2-normalise rows in float32 (safe under bf16 autocast)."""
     return F.normalize(x.float(), p=2.0, dim=1, eps=1e-12)
@@ -159,7 +147,7 @@ def _pooled_dim(channels: int, size: tuple[int, int] | None, pooling: str) -> in
 
 def _fusion_inputs(backbone: TappedBackbone, cfg: FusionConfig, input_size=None) -> tuple[dict, dict]:
     """``tap_channels`` and ``tap_sizes`` (H, W) of ``cfg``'s taps on ``backbone`` at ``input_size``."""
-    backbone._check_taps(cfg.taps)
+    backbone.check_taps(cfg.taps)
     shapes = backbone.tap_shapes(input_size) if cfg.pooling == "flatten" and cfg.taps else {}
     return backbone.tap_channels, {t: tuple(shapes[t][1:]) for t in cfg.taps if t in shapes}
 
@@ -209,6 +197,10 @@ class EmbeddingNet(nn.Module):
         """Embedding ``(B, out_dim)``."""
         return self.fusion(self.features(x))
 
+    def embed(self, x: Tensor) -> Tensor:
+        """Retrieval embedding ``(B, out_dim)`` (the shared model interface; the same as ``forward``)."""
+        return self(x)
+
 
 class ReIDNet(nn.Module):
     """:class:`EmbeddingNet` + an identity classifier, trained with cross-entropy (notebook 03).
@@ -232,6 +224,23 @@ class ReIDNet(nn.Module):
     def embed(self, x: Tensor) -> Tensor:
         """Retrieval embedding ``(B, out_dim)``."""
         return self.embedder(x)
+
+    # Where a saved ReIDNet state dict keeps the backbone and the class count (the only place that knows).
+    BACKBONE_PREFIX = "embedder.backbone."
+    CLASSIFIER_WEIGHT = "classifier.weight"
+
+    @classmethod
+    def num_classes_in(cls, state: dict[str, Tensor]) -> int:
+        """The number of identities a saved ReIDNet state dict was trained on."""
+        if cls.CLASSIFIER_WEIGHT not in state:
+            raise ValueError(f"state dict has no {cls.CLASSIFIER_WEIGHT!r}: it is not a ReIDNet's")
+        return int(state[cls.CLASSIFIER_WEIGHT].shape[0])
+
+    @classmethod
+    def backbone_state(cls, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The backbone's part of a saved ReIDNet state dict, with the backbone's own key names."""
+        n = len(cls.BACKBONE_PREFIX)
+        return {k[n:]: v for k, v in state.items() if k.startswith(cls.BACKBONE_PREFIX)}
 
     def forward(self, x: Tensor) -> Tensor:
         """Identity logits ``(B, num_classes)``."""

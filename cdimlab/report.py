@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cdimlab.experiments import PAPER_TABLES
 from cdimlab.utils import REPO_ROOT, atomic_write_bytes, atomic_write_text
 
 DASH = "—"
@@ -165,8 +166,6 @@ def write_report(
     plots: bool = True,
 ) -> dict[str, Path]:
     """Write ``<results_dir>/<profile>/REPORT.md``, ``report.html`` and ``plots/table_<n>.png``; return the paths."""
-    from cdimlab.experiments import PAPER_TABLES
-
     results_dir = Path(results_dir) if results_dir is not None else REPO_ROOT / "results"
     results = load_results(results_dir, profile)
     out = results_dir / profile

@@ -20,17 +20,18 @@ import os, sys
 from pathlib import Path
 import torch
 import cdimlab.train as T
+import cdimlab.train.loop as L
 from cdimlab.fusion import EmbeddingNet, FusionConfig
 from test_train import TinyBackbone, tiny_split, tiny_cfg, state_hash
 
 out = Path(sys.argv[1])
 rank = int(os.environ["RANK"])
 saves = []
-real_save = T.atomic_torch_save
+real_save = L.atomic_torch_save
 def spy(obj, path):
     saves.append(str(path))
     return real_save(obj, path)
-T.atomic_torch_save = spy
+L.atomic_torch_save = spy
 torch.manual_seed(rank)  # different init per rank: DDP must broadcast rank 0's weights
 model = EmbeddingNet(TinyBackbone(1, 32), FusionConfig(("c2",), "gap"))
 cfg = tiny_cfg(iterations=4, batch_size=8, checkpoint_every=2, eval_every=100)

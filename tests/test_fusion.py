@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cdimlab.fusion import EmbeddingNet, FusionConfig, MidLevelFusion, ReIDNet, fusion_dim, paper_fusion
+from cdimlab.experiments import EXPERIMENTS, OURS_REID, OURS_SBIR, VANILLA_REID
+from cdimlab.fusion import EmbeddingNet, FusionConfig, MidLevelFusion, ReIDNet, fusion_dim
 from cdimlab.models import InceptionV3Backbone, ResNet50Backbone, SketchANet
 
 SKETCH_225 = {"conv3": (256, 15, 15), "conv4": (256, 15, 15), "conv5": (256, 7, 7)}
@@ -77,14 +78,32 @@ def test_inception_mixed_7b_dims():
     assert _dim(INCEPTION_299, 2048, FusionConfig(("Mixed_7b",), "gap")) == 4096
 
 
-def test_paper_fusion_and_fusion_dim_on_real_backbones():
-    assert paper_fusion("fgsbir") == FusionConfig(("conv5",), "flatten", None, True)
-    assert paper_fusion("reid") == FusionConfig(("res5a", "res5b"), "gap", 1024, False)
-    assert paper_fusion("reid", vanilla=True).vanilla and not paper_fusion("reid", vanilla=True).l2_parts
-    assert fusion_dim(SketchANet(225), paper_fusion("fgsbir")) == 12_800
-    assert fusion_dim(SketchANet(113), paper_fusion("fgsbir")) == 256 * 2 * 2 + 256
-    with pytest.raises(ValueError, match="task"):
-        paper_fusion("vqa")
+def test_paper_fusion_configs_in_the_catalogue_and_fusion_dim_on_real_backbones():
+    assert OURS_SBIR == FusionConfig(("conv5",), "flatten", None, True) == EXPERIMENTS["shoes_ours"].fusion
+    assert (
+        OURS_REID == FusionConfig(("res5a", "res5b"), "gap", 1024, False) == EXPERIMENTS["market_ours"].fusion
+    )
+    assert VANILLA_REID.vanilla and not VANILLA_REID.l2_parts
+    assert fusion_dim(SketchANet(225), OURS_SBIR) == 12_800
+    assert fusion_dim(SketchANet(113), OURS_SBIR) == 256 * 2 * 2 + 256
+
+
+def test_reidnet_state_dict_helpers_recover_class_count_and_backbone():
+    net = ReIDNet(SketchANet(113), FusionConfig(), num_classes=7)
+    state = net.state_dict()
+    assert ReIDNet.num_classes_in(state) == 7
+    assert ReIDNet.backbone_state(state).keys() == net.backbone.state_dict().keys()
+    with pytest.raises(ValueError, match="classifier.weight"):
+        ReIDNet.num_classes_in(net.backbone.state_dict())
+
+
+def test_every_net_has_embed_and_backbone():
+    bb = SketchANet(113)
+    emb, reid = EmbeddingNet(bb, FusionConfig()).eval(), ReIDNet(SketchANet(113), FusionConfig(), 3)
+    x = torch.zeros(2, 1, 113, 113)
+    assert bb.backbone is bb and emb.backbone is bb and isinstance(reid.backbone, SketchANet)
+    assert torch.equal(emb.embed(x), emb(x)) and bb.embed(x).shape == (2, 256)
+    assert reid.embed(x).shape == (2, 256)
 
 
 def test_fusion_config_validation_and_describe():
@@ -95,8 +114,8 @@ def test_fusion_config_validation_and_describe():
     with pytest.raises(ValueError, match="reduce_dim"):
         FusionConfig(("res5a",), "gap", 0)
     assert FusionConfig(["conv4", "conv5"]).taps == ("conv4", "conv5")  # lists become tuples (hashable)
-    assert paper_fusion("fgsbir").describe() == "conv5 flatten + fc7"
-    assert paper_fusion("reid").describe() == "res5a+res5b gap -> FC1024 + pool5 (no L2)"
+    assert OURS_SBIR.describe() == "conv5 flatten + fc7"
+    assert OURS_REID.describe() == "res5a+res5b gap -> FC1024 + pool5 (no L2)"
     assert "Vanilla" in FusionConfig().describe()
     with pytest.raises(ValueError, match="valid tap names"):
         EmbeddingNet(SketchANet(113), FusionConfig(("res5a",)))
@@ -120,14 +139,14 @@ def test_l2_parts_have_unit_norm_and_vanilla():
 
 
 def test_flatten_size_mismatch_is_explained():
-    net = EmbeddingNet(SketchANet(113), paper_fusion("fgsbir"))
+    net = EmbeddingNet(SketchANet(113), OURS_SBIR)
     with pytest.raises(ValueError, match="input"):
         net.fusion({"conv5": torch.zeros(1, 256, 7, 7), "final": torch.zeros(1, 256)})
 
 
 def test_deep_supervision_gradients_reach_taps_through_embedding():
     torch.manual_seed(0)
-    net = EmbeddingNet(SketchANet(113), paper_fusion("fgsbir"))
+    net = EmbeddingNet(SketchANet(113), OURS_SBIR)
     x = torch.rand(2, 1, 113, 113)
     mid_dim = net.fusion.mid_dim
     (net(x)[:, :mid_dim] * torch.randn(2, mid_dim)).sum().backward()  # loss on the mid part only
@@ -140,7 +159,7 @@ def test_deep_supervision_gradients_reach_taps_through_embedding():
 
 def test_reidnet_gradients_and_shapes():
     torch.manual_seed(0)
-    model = ReIDNet(ResNet50Backbone(input_size=(32, 16)), paper_fusion("reid"), num_classes=5)
+    model = ReIDNet(ResNet50Backbone(input_size=(32, 16)), OURS_REID, num_classes=5)
     x = torch.rand(2, 3, 32, 16)  # smallest size ResNet-50 runs at: res5 is 1x1
     assert model.out_dim == 3072
     emb = model.embed(x)
@@ -166,7 +185,7 @@ def test_reidnet_gradients_and_shapes():
 
 def test_channels_last_and_bf16_autocast():
     torch.manual_seed(0)
-    net = EmbeddingNet(SketchANet(113), paper_fusion("fgsbir")).eval()
+    net = EmbeddingNet(SketchANet(113), OURS_SBIR).eval()
     x = torch.rand(2, 1, 113, 113)
     with torch.no_grad():
         ref = net(x)

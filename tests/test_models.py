@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from cdimlab.models import (
-    AttentionEmbeddingNet,
     InceptionV3Backbone,
     ResNet50Backbone,
     SketchANet,
@@ -184,22 +183,3 @@ def test_imagenet_weights_load_from_cache(tmp_path, monkeypatch, resnet):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match=r"broken\.pth.*layer1\.0\.conv1\.weight"):
         ResNet50Backbone(weights=tmp_path / "broken.pth")
-
-
-@pytest.mark.parametrize("mask", ["softmax", "sigmoid"])
-def test_attention_only_baseline(mask):
-    torch.manual_seed(0)
-    net = AttentionEmbeddingNet(SketchANet(113), tap="conv5", mask=mask).eval()
-    x = torch.rand(3, 1, 113, 113)
-    emb = net(x)
-    assert emb.shape == (3, 256 + 256) and net.out_dim == 512
-    torch.testing.assert_close(emb[:, :256].norm(dim=1), torch.ones(3))
-    torch.testing.assert_close(emb[:, 256:].norm(dim=1), torch.ones(3))
-    att = net.attention_map(x)
-    assert att.shape == (3, 2, 2)
-    if mask == "softmax":
-        torch.testing.assert_close(att.sum(dim=(1, 2)), torch.ones(3))
-    else:
-        assert ((att > 0) & (att < 1)).all()
-    with pytest.raises(ValueError, match="conv5"):
-        AttentionEmbeddingNet(SketchANet(113), tap="pool9")

@@ -275,7 +275,8 @@ def test_plot_learning_curves(tmp_path):
     matplotlib.use("Agg")
     rows = [{"iteration": 1, "loss": 1.0}, {"iteration": 2, "loss": 0.5}, {"iteration": 2, "val_acc@1": 0.3}]
     write_log_csv(rows, tmp_path / "log.csv")
-    ax = plot_learning_curves(tmp_path)
+    fig = plot_learning_curves(tmp_path)
+    ax = fig.axes[0]
     assert ax.get_lines()[0].get_ydata().tolist() == [1.0, 0.5]
 
 
@@ -313,11 +314,11 @@ def test_cuda_style_lazy_loss_reads_log_the_same_and_still_stop_on_nan(tmp_path,
     """On CUDA the loss is summed on the device and read only at log steps / checkpoints (no per-step sync).
     Exercise that path on the CPU: same logged losses as reading every step; a NaN still stops the run at the next
     read and the last good checkpoint is left untouched."""
-    import cdimlab.train as train_mod
+    import cdimlab.train.loop as loop_mod
 
     cfg = tiny_cfg(iterations=8, checkpoint_every=4, eval_every=100, log_every=2)
     eager = fit_triplet(tiny_embedder(), tiny_split(8), None, cfg, "cpu", None, progress=False)
-    monkeypatch.setattr(train_mod, "_read_loss_every_step", lambda device: False)
+    monkeypatch.setattr(loop_mod, "read_loss_every_step", lambda device: False)
     lazy = fit_triplet(tiny_embedder(), tiny_split(8), None, cfg, "cpu", None, progress=False)
     assert [r["loss"] for r in lazy.log] == pytest.approx([r["loss"] for r in eager.log], rel=1e-6)
 

@@ -3,10 +3,11 @@
 Introduced in notebook 00 (datasets) and 02-03 (training data). See docs/ARCHITECTURE.md ("Data") for the contract.
 """
 
-from .gpu import ImageBank
-from .qmul import QMUL_CATEGORIES, QMULSplit, TripletSampler, load_qmul_v1, train_val_split
+from .gpu import ImageBank, norm_stats, reid_bank, sbir_bank
+from .qmul import QMUL_CATEGORIES, QMULSplit, load_qmul_v1, train_val_split
 from .registry import DATASETS, SYNTH_DEFAULTS, DatasetLocation, SynthDefaults, locate_dataset
 from .reid import REID_DATASETS, ReIDData, decode_images, load_reid, parse_market_name, read_image
+from .samplers import EpochSampler, TripletSampler
 from .synthetic import synthetic_reid, synthetic_sbir
 from .transforms import (
     IMAGENET_MEAN,
@@ -30,6 +31,7 @@ __all__ = [
     "SKETCH_NORM_STD",
     "SYNTH_DEFAULTS",
     "DatasetLocation",
+    "EpochSampler",
     "ImageBank",
     "QMULSplit",
     "ReIDData",
@@ -39,10 +41,13 @@ __all__ = [
     "decode_images",
     "load_qmul_v1",
     "load_reid",
+    "norm_stats",
     "locate_dataset",
     "parse_market_name",
     "random_crop_flip",
     "read_image",
+    "reid_bank",
+    "sbir_bank",
     "synthetic_reid",
     "synthetic_sbir",
     "ten_crop_views",

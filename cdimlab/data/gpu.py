@@ -16,13 +16,22 @@ the whole image and 5-9 its mirror.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .transforms import crop_view, normalize, random_crop_flip, to_device
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SKETCH_NORM_MEAN,
+    crop_view,
+    normalize,
+    random_crop_flip,
+    to_device,
+)
 
 
 def _to_nchw_uint8(images: np.ndarray | Tensor) -> Tensor:
@@ -130,3 +139,54 @@ class ImageBank:
     def raw(self, idx: Tensor | Sequence[int]) -> Tensor:
         """The stored uint8 (B, C, H, W) images, for display."""
         return self._gather(idx)
+
+
+# ------------------------------------------------------------------------------------ the two dataset banks
+def norm_stats(mean: Any, std: Any, channels: int) -> tuple[list[float], list[float]]:
+    """Broadcast scalar or per-channel normalisation constants (0-1 scale) to ``channels`` values."""
+    m = [float(v) for v in np.atleast_1d(np.asarray(mean, dtype=np.float64))]
+    s = [float(v) for v in np.atleast_1d(np.asarray(std, dtype=np.float64))]
+    return (m * channels)[:channels] if len(m) == 1 else m, (s * channels)[:channels] if len(s) == 1 else s
+
+
+def sbir_bank(
+    images: np.ndarray,
+    device: str | torch.device,
+    *,
+    crop: int,
+    resize: int | None = None,
+    sketch_std: float = 0.2,
+    train: bool,
+    in_channels: int = 1,
+    channels_last: bool = False,
+) -> ImageBank:
+    """An ImageBank for QMUL sketches or photo edge maps (uint8 N x 256 x 256), resized to ``resize`` first.
+
+    Training banks crop ``crop`` x ``crop`` at random and flip; evaluation banks give the 10 views. Grey images
+    are normalised with the sketch mean and ``sketch_std`` (0-1 scale); for a 3-channel backbone (InceptionV3)
+    they are repeated over 3 channels with ImageNet statistics. Notebooks 02 and 07 build them directly.
+    """
+    imgs = np.asarray(images)
+    if in_channels == 3 and imgs.ndim == 3:
+        imgs = np.repeat(imgs[..., None], 3, axis=-1)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = SKETCH_NORM_MEAN, (sketch_std,)
+    mean, std = norm_stats(mean, std, in_channels)
+    return ImageBank(imgs, device, crop=(crop, crop), flip=train, mean=mean, std=std,
+                     out_size=(resize, resize) if resize else None, channels_last=channels_last)  # fmt: skip
+
+
+def reid_bank(
+    images: np.ndarray,
+    device: str | torch.device,
+    *,
+    size: tuple[int, int],
+    train: bool,
+    channels_last: bool = False,
+) -> ImageBank:
+    """An ImageBank for ReID crops (uint8 N x H x W x 3) at ``size`` (H, W), ImageNet-normalised, flip in training."""
+    h, w = size
+    same = tuple(np.asarray(images).shape[1:3]) == (h, w)
+    return ImageBank(images, device, crop=None, flip=train, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                     out_size=None if same else (h, w), channels_last=channels_last)  # fmt: skip

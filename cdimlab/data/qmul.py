@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io as sio
-import torch
-from torch import Tensor
 
 QMUL_CATEGORIES: tuple[str, ...] = ("shoes", "chairs", "handbags")
 #: Categories whose annotation JSON is not a real annotation of that category (training uses true matches).
@@ -163,64 +161,4 @@ def train_val_split(
     return _subset(split, train_idx, "train"), _subset(split, val_idx, "val")
 
 
-class TripletSampler:
-    """Draws (anchor sketch, positive photo, negative photo) index triplets, the official FG-SBIR recipe.
-
-    ``"annotated"`` (shoes, chairs): anchor uniform; one of its annotated (pos, neg) pairs uniform; with probability
-    ``easy_prob`` the negative is replaced by a random photo outside the sketch's candidate photos (an "easy"
-    negative). ``"true_match"`` (handbags): pos = the true match (same index), neg = any other photo.
-    ``"auto"``: annotated when any sketch has triplets, else true_match; in annotated mode a sketch without
-    triplets falls back to true_match. All draws come from the ``generator`` given to ``sample`` (vectorised).
-    """
-
-    MODES = ("auto", "annotated", "true_match")
-
-    def __init__(self, split: QMULSplit, easy_prob: float = 0.25, mode: str = "auto") -> None:
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        if len(split) < 2:
-            raise ValueError("TripletSampler needs at least 2 sketch/photo pairs")
-        has_any = any(len(t) for t in split.triplets)
-        if mode == "auto":
-            mode = "annotated" if has_any else "true_match"
-        if mode == "annotated" and not has_any:
-            raise ValueError(
-                f"mode='annotated' but {split.category}/{split.split} has no triplets; use 'true_match'"
-            )
-        self.mode, self.easy_prob, self.n = mode, float(easy_prob), len(split)
-        counts = [len(t) for t in split.triplets] if mode == "annotated" else [0] * self.n
-        self.counts = torch.tensor(counts, dtype=torch.long)
-        m = max(1, max(counts))
-        pairs = torch.zeros((self.n, m, 2), dtype=torch.long)
-        outside = torch.ones((self.n, self.n), dtype=torch.bool)  # photos outside each sketch's candidates
-        for i, c in enumerate(counts):
-            if c:
-                pairs[i, :c] = torch.from_numpy(split.triplets[i])
-                outside[i, torch.from_numpy(np.unique(split.triplets[i]))] = False
-            outside[i, i] = False
-        self.pairs, self.outside = pairs, outside
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """``batch_size`` triplets as three CPU int64 tensors (anchor, pos, neg); deterministic for a generator."""
-        g, dev = generator, generator.device if generator is not None else torch.device("cpu")
-        n, b = self.n, int(batch_size)
-        anchor = torch.randint(0, n, (b,), generator=g, device=dev).cpu()
-        u_pair = torch.rand(b, generator=g, device=dev).cpu()
-        u_easy = torch.rand(b, generator=g, device=dev).cpu()
-        r_other = torch.randint(0, n - 1, (b,), generator=g, device=dev).cpu()
-        scores = torch.rand((b, n), generator=g, device=dev).cpu()
-        # true-match draw (used in true_match mode and for sketches without triplets)
-        pos = anchor.clone()
-        neg = r_other + (r_other >= anchor).long()
-        cnt = self.counts[anchor]
-        ann = cnt > 0
-        if ann.any():
-            j = (u_pair * cnt.clamp(min=1)).long().clamp(max=self.pairs.shape[1] - 1)
-            chosen = self.pairs[anchor, j]
-            pos = torch.where(ann, chosen[:, 0], pos)
-            neg = torch.where(ann, chosen[:, 1], neg)
-            out = self.outside[anchor]
-            easy = ann & (u_easy < self.easy_prob) & out.any(dim=1)
-            easy_neg = scores.masked_fill(~out, -1.0).argmax(dim=1)
-            neg = torch.where(easy, easy_neg, neg)
-        return anchor, pos, neg
+# The sampler lives with its sibling in cdimlab.data.samplers; importing it from here keeps old code working.

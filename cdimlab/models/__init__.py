@@ -1,10 +1,9 @@
-"""Backbones with named taps (notebooks 02, 03, 06): Sketch-a-Net, ResNet-50, InceptionV3; plus the attention baseline."""
+"""Backbones with named taps (notebooks 02, 03, 06): Sketch-a-Net, ResNet-50, InceptionV3 (the DSSA attention baseline is cdimlab.attention)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from cdimlab.models.attention import AttentionEmbeddingNet, AttentionOnly
 from cdimlab.models.base import TappedBackbone
 from cdimlab.models.inception import InceptionV3Backbone
 from cdimlab.models.resnet import ResNet50Backbone
@@ -42,8 +41,6 @@ def build_backbone(name: str, **kw: Any) -> TappedBackbone:
 
 __all__ = [
     "BACKBONES",
-    "AttentionEmbeddingNet",
-    "AttentionOnly",
     "InceptionV3Backbone",
     "ResNet50Backbone",
     "SketchANet",

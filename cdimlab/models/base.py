@@ -36,7 +36,16 @@ class TappedBackbone(nn.Module):
         """Yield ``(name, fn)`` in network order; subclasses implement this."""
         raise NotImplementedError
 
-    def _check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
+    @property
+    def backbone(self) -> TappedBackbone:
+        """The backbone itself: every cdimlab net (backbone, EmbeddingNet, ReIDNet, attention net) has ``backbone``."""
+        return self
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The retrieval embedding: for a bare backbone its final feature (the shared model interface)."""
+        return self(x)
+
+    def check_taps(self, taps: Sequence[str]) -> tuple[str, ...]:
         """Validate requested tap names against :attr:`tap_names`; a ValueError lists the valid ones."""
         if isinstance(taps, str):
             taps = (taps,)
@@ -48,12 +57,14 @@ class TappedBackbone(nn.Module):
             )
         return taps
 
+    _check_taps = check_taps  # old name, kept for subclasses written against it
+
     def forward_taps(self, x: Tensor, taps: Sequence[str] = ()) -> dict[str, Tensor]:
         """Run the network once; return each requested tap ``(B, C, H, W)`` and ``"final"`` ``(B, final_dim)``.
 
         The whole network always runs, because the fusion module always needs the final feature as well.
         """
-        wanted = set(self._check_taps(taps))
+        wanted = set(self.check_taps(taps))
         out: dict[str, Tensor] = {}
         for name, fn in self.stages():
             x = fn(x)
@@ -74,7 +85,7 @@ class TappedBackbone(nn.Module):
         statistics are untouched), then restores the training flags. The fusion module uses this to size its
         flatten / FC dimensions. Defaults to the backbone's :attr:`input_size`.
         """
-        size = _pair(input_size if input_size is not None else self.input_size)
+        size = pair(input_size if input_size is not None else self.input_size)
         param = next(self.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -94,7 +105,7 @@ class TappedBackbone(nn.Module):
         return {k: tuple(v.shape[1:]) for k, v in feats.items()}
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+def pair(size: int | Sequence[int]) -> tuple[int, int]:
     """``225 -> (225, 225)``; ``(256, 128) -> (256, 128)``; anything else is a ValueError."""
     if isinstance(size, int):
         return (size, size)
@@ -102,3 +113,6 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if len(size) != 2:
         raise ValueError(f"input_size must be an int or (H, W), got {size!r}")
     return size  # type: ignore[return-value]
+
+
+_pair = pair  # old name, still imported by sketchanet.py

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from cdimlab.models.base import Stage, TappedBackbone, _pair
+from cdimlab.models.base import Stage, TappedBackbone, pair
 from cdimlab.models.weights import load_imagenet_weights
 
 _STEM = (
@@ -51,7 +51,7 @@ class InceptionV3Backbone(TappedBackbone):
         net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
         for name in (*_STEM, *_MIXED, *_TOP):
             setattr(self, name, getattr(net, name))
-        self.input_size = _pair(input_size)
+        self.input_size = pair(input_size)
         self.in_channels = 3
         self.final_dim = 2048
         self.tap_channels = {"Mixed_6e": 768, "Mixed_7a": 1280, "Mixed_7b": 2048, "Mixed_7c": 2048}

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torchvision
 from torch import Tensor
 
-from cdimlab.models.base import Stage, TappedBackbone, _pair
+from cdimlab.models.base import Stage, TappedBackbone, pair
 from cdimlab.models.weights import load_imagenet_weights
 
 _RES4 = tuple(f"res4{c}" for c in "abcdef")
@@ -47,7 +47,7 @@ class ResNet50Backbone(TappedBackbone):
             self.layer4[0].conv2.stride = (1, 1)
             self.layer4[0].downsample[0].stride = (1, 1)
         self.last_stride = last_stride
-        self.input_size = _pair(input_size)
+        self.input_size = pair(input_size)
         self.in_channels = 3
         self.final_dim = 2048
         self.tap_channels = {"res2": 256, "res3": 512, "res4": 1024, **dict.fromkeys(_RES4, 1024)}

@@ -35,6 +35,7 @@ from cdimlab.viz.plots import (
     pca_2d,
     plot_acc_at_k_curve,
     plot_cmc,
+    plot_learning_curves,
     plot_paper_vs_here,
     plot_training_curves,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "plot_acc_at_k_curve",
     "plot_cmc",
     "plot_paper_vs_here",
+    "plot_learning_curves",
     "plot_training_curves",
     "rank_of_true_match",
     "ranked_rows",

@@ -23,6 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from cdimlab.models.base import TappedBackbone
 from cdimlab.utils import resolve_device
 from cdimlab.viz.feature_maps import (
     ImageLike,
@@ -31,7 +32,6 @@ from cdimlab.viz.feature_maps import (
     as_batch,
     draw_heat,
     draw_image,
-    find_backbone,
     new_figure,
     to_display,
     top_filters,
@@ -132,7 +132,12 @@ class FeatureMapExplorer:
         preprocess: Callable[[Tensor], Tensor] | None = None,
         initial: ExplorerState | None = None,
     ) -> None:
-        self.backbone = find_backbone(model)
+        if not isinstance(getattr(model, "backbone", None), TappedBackbone):
+            raise TypeError(
+                f"model is a {type(model).__name__} without a cdimlab backbone; pass a backbone from "
+                "cdimlab.models.build_backbone(...) or a net built on one (EmbeddingNet, ReIDNet, AttentionNet)"
+            )
+        self.backbone = model.backbone
         self.images_a = as_batch(images_a, "images_a")
         self.images_b = as_batch(images_b, "images_b")
         if len(self.images_a) != len(self.images_b) or len(self.images_a) == 0:
@@ -140,7 +145,7 @@ class FeatureMapExplorer:
                 f"images_a and images_b must be non-empty and aligned (pair i = images_a[i], images_b[i]); "
                 f"got {len(self.images_a)} and {len(self.images_b)} images"
             )
-        self.taps = self.backbone._check_taps(taps)
+        self.taps = self.backbone.check_taps(taps)
         if not self.taps:
             raise ValueError(f"taps must name at least one layer of {self.backbone.tap_names}")
         self.device = resolve_device(device)

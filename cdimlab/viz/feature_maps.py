@@ -56,20 +56,6 @@ def figure_pixels(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
-def find_backbone(model: nn.Module) -> TappedBackbone:
-    """The :class:`TappedBackbone` inside ``model`` (itself, ``EmbeddingNet.backbone``, ``ReIDNet.embedder...``).
-
-    Searched through ``model.modules()`` so any wrapper works; a TypeError says what was given otherwise.
-    """
-    for module in model.modules():
-        if isinstance(module, TappedBackbone):
-            return module
-    raise TypeError(
-        f"model is a {type(model).__name__} that contains no cdimlab TappedBackbone; pass a backbone from "
-        "cdimlab.models.build_backbone(...) or a model built on one (EmbeddingNet, ReIDNet)"
-    )
-
-
 def as_batch(images: ImageLike, name: str = "images") -> Tensor:
     """Turn images into a float batch ``(B, C, H, W)``.
 
@@ -138,7 +124,12 @@ def feature_maps(
     what the fusion module pools). ``preprocess`` (e.g. mean subtraction) is applied to each batch on ``device``.
     Training flags are restored afterwards so a model mid-training is left as it was.
     """
-    backbone = find_backbone(model_or_backbone)
+    backbone = getattr(model_or_backbone, "backbone", None)  # every cdimlab net (and a bare backbone) has one
+    if not isinstance(backbone, TappedBackbone):
+        raise TypeError(
+            f"model is a {type(model_or_backbone).__name__} without a cdimlab TappedBackbone; pass a backbone from "
+            "cdimlab.models.build_backbone(...) or a net built on one (EmbeddingNet, ReIDNet, AttentionNet)"
+        )
     dev = resolve_device(device)
     x_all = as_batch(images)
     flags = {m: m.training for m in backbone.modules()}

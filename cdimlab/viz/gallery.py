@@ -23,10 +23,10 @@ MATCH_COLOUR = "#1a9641"
 MISS_COLOUR = "#d7191c"
 
 
-def _as_dist(dist: Tensor | np.ndarray | Sequence) -> np.ndarray:
+def as_distance_matrix(dist: Tensor | np.ndarray | Sequence) -> np.ndarray:
     """A (Q, G) float64 distance matrix; a list of matrices (test views) is averaged, as in ``acc_at_k``."""
     if isinstance(dist, (list, tuple)):
-        mats = [_as_dist(d) for d in dist]
+        mats = [as_distance_matrix(d) for d in dist]
         if not mats or any(m.shape != mats[0].shape for m in mats):
             raise ValueError("dist: a list of distance matrices must be non-empty and all of one shape")
         return np.mean(mats, axis=0)
@@ -68,14 +68,14 @@ def rank_of_true_match(
     the integer rank when nothing ties. ``dist`` may be a list of per-view matrices, averaged first. For acc@K use
     :func:`cdimlab.metrics.acc_at_k`, not ``mean(rank <= K)``.
     """
-    d = _as_dist(dist)
+    d = as_distance_matrix(dist)
     return true_match_ranks(d, _true_match(true_match, d)).double().numpy()
 
 
 def rank_label(dist: Tensor | np.ndarray | Sequence, true_match: Sequence[int] | None = None) -> list[str]:
     """Per query, the honest rank of its true match as text: ``"rank 3"``, or ``"rank 2-4 (3-way tie)"`` when
     other items sit at exactly its distance (:func:`cdimlab.metrics.true_match_ties`)."""
-    d = _as_dist(dist)
+    d = as_distance_matrix(dist)
     before, tied = true_match_ties(d, _true_match(true_match, d))
     return [
         f"rank {b + 1}" if t == 1 else f"rank {b + 1}-{b + t} ({t}-way tie)"
@@ -118,7 +118,7 @@ def ranked_rows(
     camera (when camids are given) and junk (pid -1) are excluded. Otherwise (FG-SBIR) the one match is
     ``true_match[q]`` (default ``q``). Ties are broken by gallery index (stable sort).
     """
-    d = _as_dist(dist)
+    d = as_distance_matrix(dist)
     nq, ng = d.shape
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -173,7 +173,7 @@ def render_ranked_gallery(
     (:func:`rank_label`). ``query_imgs[i]`` and
     ``gallery_imgs[j]`` are any images :func:`cdimlab.viz.feature_maps.to_display` accepts.
     """
-    d = _as_dist(dist)
+    d = as_distance_matrix(dist)
     if len(query_imgs) != d.shape[0] or len(gallery_imgs) != d.shape[1]:
         raise ValueError(
             f"dist is {d.shape} but there are {len(query_imgs)} query and {len(gallery_imgs)} gallery images"

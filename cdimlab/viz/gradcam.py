@@ -32,7 +32,6 @@ from cdimlab.viz.feature_maps import (
     as_batch,
     draw_heat,
     draw_image,
-    find_backbone,
     new_figure,
     to_display,
 )
@@ -69,15 +68,14 @@ class SimilarityTarget:
 
 
 class EmbeddingOf(nn.Module):
-    """``model`` as a function image -> embedding: ``model.embed`` when it has one (ReIDNet), else ``model``."""
+    """``model.embed`` as a module (pytorch-grad-cam calls a module): image -> flat embedding."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.model.embed(x) if hasattr(self.model, "embed") else self.model(x)
-        return out.flatten(1)
+        return self.model.embed(x).flatten(1)
 
 
 @contextmanager
@@ -87,8 +85,8 @@ def expose_tap(model: nn.Module, tap: str) -> Iterator[nn.Module]:
     Forward hooks on the probe (ours or ``pytorch_grad_cam``'s) see the tap's output and its gradient. The
     backbone is restored on exit, also after an error.
     """
-    backbone = find_backbone(model)
-    backbone._check_taps((tap,))
+    backbone = model.backbone
+    backbone.check_taps((tap,))
     probe = nn.Identity()
     original = backbone.stages
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from cdimlab.metrics import acc_at_k
 from cdimlab.viz.feature_maps import new_figure
-from cdimlab.viz.gallery import _as_dist
+from cdimlab.viz.gallery import as_distance_matrix
 
 X_COLUMNS = ("iteration", "step", "epoch")
 
@@ -77,11 +77,39 @@ def plot_training_curves(
     return fig
 
 
+def plot_learning_curves(log: pd.DataFrame | str | os.PathLike | Sequence[Mapping], ax=None) -> Figure:
+    """One run's training loss (left axis) and validation scores (right axis, when logged) against iteration.
+
+    ``log`` is a ``log.csv`` path, a run folder, a DataFrame or a fit loop's log rows (``FitResult.log``).
+    Draws on ``ax`` when given, else on a new Figure; returns the Figure. Introduced in notebook 02.
+    """
+    df = log if isinstance(log, pd.DataFrame) else None
+    if df is None:
+        df = _read_log(log, "log") if isinstance(log, (str, os.PathLike)) else pd.DataFrame(list(log))
+    if ax is None:
+        ax = new_figure(6, 3.5).subplots()
+    if "loss" in df:
+        d = df.dropna(subset=["loss"])
+        ax.plot(d["iteration"], d["loss"], label="train loss", color="tab:blue")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    val_cols = [c for c in df.columns if c.startswith("val_")]
+    if val_cols:
+        ax2 = ax.twinx()
+        for c in val_cols:
+            d = df.dropna(subset=[c])
+            ax2.plot(d["iteration"], d[c], marker="o", ls="--", label=c)
+        ax2.set_ylabel("validation")
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax.figure
+
+
 def acc_at_k_curve(dist: Tensor | np.ndarray | Sequence, ks: Iterable[int] = range(1, 21)) -> np.ndarray:
     """acc@K (fractions) for each K in ``ks`` from one distance matrix (or a list of views, averaged), by
     :func:`cdimlab.metrics.acc_at_k` (expected value under random tie-breaking)."""
     ks = tuple(int(k) for k in ks)
-    acc = acc_at_k(_as_dist(dist), ks=ks)
+    acc = acc_at_k(as_distance_matrix(dist), ks=ks)
     return np.array([acc[k] for k in ks], dtype=np.float64)
 
 

@@ -34,7 +34,7 @@ device = "auto"
         "code",
         """
 %matplotlib inline
-import matplotlib.pyplot as plt
+from IPython.display import display
 import torch
 
 from cdimlab import course
@@ -42,7 +42,8 @@ from cdimlab.data import TripletSampler
 from cdimlab.fusion import EmbeddingNet, FusionConfig
 from cdimlab.losses import triplet_ranking_loss
 from cdimlab.models import build_backbone
-from cdimlab.train import evaluate_sbir, fit_triplet, plot_learning_curves
+from cdimlab.train import evaluate_sbir, fit_triplet
+from cdimlab.viz.plots import plot_learning_curves
 from cdimlab.utils import resolve_device, seed_everything
 """,
     ),
@@ -173,8 +174,7 @@ print(f"{fit.iterations_run} iterations in {fit.wall_s:.1f} s ({fit.img_per_s:.0
     (
         "code",
         """
-plot_learning_curves(fit.log)
-plt.show()
+display(plot_learning_curves(fit.log))
 assert course.loss_is_stable(losses), "the loss must stay finite and must not blow up"
 if profile == "full" and len(losses) >= 10:  # a full run logs hundreds of values
     assert course.loss_went_down(losses), "over a full run the training loss falls"

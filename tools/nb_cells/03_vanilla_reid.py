@@ -35,13 +35,14 @@ device = "auto"
         "code",
         """
 %matplotlib inline
-import matplotlib.pyplot as plt
+from IPython.display import display
 import numpy as np
 
 from cdimlab import course
 from cdimlab.fusion import FusionConfig, ReIDNet
 from cdimlab.models import build_backbone
-from cdimlab.train import fit_classifier, plot_learning_curves, reid_eval_banks
+from cdimlab.train import fit_classifier, reid_eval_banks
+from cdimlab.viz.plots import plot_learning_curves
 from cdimlab.utils import resolve_device, seed_everything
 """,
     ),
@@ -128,8 +129,7 @@ fit = fit_classifier(model, reid.train_images, reid.train_labels, cfg, device, o
 losses = course.losses_from_log(fit.log)
 print(f"{fit.iterations_run} iterations in {fit.wall_s:.1f} s ({fit.img_per_s:.0f} img/s); "
       f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-plot_learning_curves(fit.log)
-plt.show()
+display(plot_learning_curves(fit.log))
 assert all(v == v for v in losses), "the loss must stay finite"
 assert losses[0] < 1.5 * np.log(data.num_train_pids) + 1, "a fresh classifier starts near log(K)"
 """,

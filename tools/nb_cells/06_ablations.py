@@ -101,11 +101,12 @@ FC: GAP simply shrinks the mid part from 12,544 to 256 values.
 
 ## Attention only: what a mask keeps
 
-DSSA (the paper's ref. [27]) re-weights `conv5` with a learned spatial attention mask and pools the attended map.
-The paper's argument: a mask keeps only what it selects, and pooling then discards the layout that pose-aligned
-FG-SBIR needs; plain fusion keeps the whole map. Here is an attention model's mask on a few sketches at the paper's
-input size (brighter = more weight). It is untrained here, so the masks are nearly uniform; training concentrates
-them on a few parts — and whatever the mask, the attended map is pooled to 256 values (fusion keeps 12,544).
+DSSA (the paper's ref. [27]) re-weights `conv5` with a learned spatial attention mask (1x1 conv 256 + ReLU, 1x1
+conv 1, softmax over the positions), adds the re-weighted map to `conv5` (a residual) and feeds it on through
+`fc6`/`fc7`; the embedding is L2(`fc7`). The paper's argument: the mask only re-weights one map, and the final
+feature still passes through `fc7` alone; plain fusion hands the whole mid-level map to the loss. Here is an
+attention model's mask on a few sketches at the paper's input size (brighter = more weight). It is untrained here,
+so the masks are nearly uniform; training concentrates them on a few parts.
 """,
     ),
     (
@@ -113,15 +114,16 @@ them on a few parts — and whatever the mask, the attended map is pooled to 256
         """
 import torch
 
-from cdimlab.train import sbir_bank
+from cdimlab.data import sbir_bank
 
 paper_cfg = EXPERIMENTS["shoes_attention"].config("full")  # 225x225 input: a 7x7 mask worth looking at
 sbir = course.sbir_data("shoes", data_root, seed=seed)
 attention_model = build_model(EXPERIMENTS["shoes_attention"], paper_cfg).eval()
-x = sbir_bank(sbir.test.sketches[:4], torch.device("cpu"), paper_cfg, train=False).eval_batch(torch.arange(4))
+bank = sbir_bank(sbir.test.sketches[:4], "cpu", crop=paper_cfg.sbir_input, train=False)
+x = bank.eval_batch(torch.arange(4))
 masks = attention_model.attention_map(x)  # (4, 7, 7), each a distribution over the 49 positions
 assert torch.allclose(masks.flatten(1).sum(1), torch.ones(4), atol=1e-4), "softmax masks sum to 1"
-assert attention_model.out_dim == 256 + 256, "attended conv5 is pooled to 256 values: the layout is gone"
+assert attention_model.out_dim == 256, "the embedding is L2(fc7) of the attended map: no mid-level part"
 lo, hi = masks.amin((1, 2), keepdim=True), masks.amax((1, 2), keepdim=True)
 course.show_pairs(sbir.test.sketches[:4], (masks - lo) / (hi - lo + 1e-12), ("sketch", "mask (min-max scaled)"))
 """,

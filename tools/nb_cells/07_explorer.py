@@ -41,7 +41,7 @@ import torch
 from IPython.display import display
 
 from cdimlab import course
-from cdimlab.train import sbir_bank
+from cdimlab.data import sbir_bank
 from cdimlab.viz.explorer import ExplorerState, FeatureMapExplorer
 
 profile = course.resolve_profile(profile)
@@ -49,8 +49,8 @@ model, cfg, source = course.trained_model(sbir_experiment, profile, data_root, d
 print(f"{sbir_experiment}: {source}")
 sbir = course.sbir_data("shoes", data_root, seed=seed)
 pairs = torch.arange(min(8, len(sbir.test)))
-sketches = sbir_bank(sbir.test.sketches, torch.device(device), cfg, train=False).eval_batch(pairs)
-photos = sbir_bank(sbir.test.photos, torch.device(device), cfg, train=False).eval_batch(pairs)
+sizes = dict(crop=cfg.sbir_input, resize=cfg.sbir_resize, sketch_std=cfg.sketch_std)  # plain sizes, no config
+sketches, photos = (sbir_bank(x, device, **sizes, train=False).eval_batch(pairs) for x in (sbir.test.sketches, sbir.test.photos))
 assert sketches.shape == photos.shape == (len(pairs), 1, cfg.sbir_input, cfg.sbir_input)
 """,
     ),
@@ -207,8 +207,8 @@ next to its own photo, not next to other sketches.
 from cdimlab.viz.plots import embedding_2d
 
 n = min(10, len(sbir.test))
-bank_s = sbir_bank(sbir.test.sketches[:n], torch.device(device), cfg, train=False)
-bank_p = sbir_bank(sbir.test.photos[:n], torch.device(device), cfg, train=False)
+bank_s = sbir_bank(sbir.test.sketches[:n], device, **sizes, train=False)
+bank_p = sbir_bank(sbir.test.photos[:n], device, **sizes, train=False)
 emb = torch.cat([embed_images(model, bank_s, device)[0], embed_images(model, bank_p, device)[0]])
 embedding_2d(emb, labels=list(range(n)) * 2, domains=["sketch"] * n + ["photo"] * n, title=f"{sbir_experiment}: PCA")
 """,

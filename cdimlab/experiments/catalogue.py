@@ -1,4 +1,4 @@
-"""Every row the paper trains in Tables 3-11 as a named, frozen config, with the paper's numbers beside it.
+"""The paper catalogue (pure data): every row Tables 3-11 train, as a named frozen config, with the paper's numbers.
 
 Introduced in notebook 06 (ablations) and used by notebook 08 (reproducing the tables). ``EXPERIMENTS`` maps a name to an :class:`Experiment`; rows
 that are the same run in several tables share ONE name (Table 3 "Ours" on shoes = Table 7 "conv5" = Table 9
@@ -6,23 +6,17 @@ that are the same run in several tables share ONE name (Table 3 "Ours" on shoes 
 ``reproduce`` trains each once. ``PAPER_TABLES`` lists every row of each table in the paper's order, including
 the competitor rows the paper cites from other papers (marked ``cited``: reference numbers, never re-run).
 
-:func:`run_experiment` locates the data, builds the model, trains it (``cdimlab.train``), evaluates it on the
-test split and writes ``results/<profile>/<name>.json`` atomically. Paper numbers are fractions (0.6435 = 64.35%).
+This is the one home of the paper's fusion configs (``OURS_SBIR``, ``OURS_REID``, ...) and of the profile names
+(:data:`PROFILES`); a new profile adds its name there and a config to each ``_sbir``/``_reid`` dict. The runner
+(:mod:`cdimlab.experiments.runner`) turns an entry into a results file. Paper numbers are fractions (0.6435 = 64.35%).
 """
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
-
-import torch
 
 from cdimlab.fusion import FusionConfig
-from cdimlab.train import TrainConfig
-from cdimlab.utils import REPO_ROOT, atomic_write_json, env_info, resolve_device, seed_everything
+from cdimlab.train.config import TrainConfig
 
 SBIR_METRICS = ("acc@1", "acc@10")
 REID_METRICS = ("mAP", "rank1", "mq_mAP", "mq_rank1")
@@ -54,7 +48,7 @@ class Experiment:
     tables: tuple[int, ...] = ()
 
     def config(self, profile: str) -> TrainConfig:
-        """The TrainConfig of ``profile`` (``smoke`` | ``full``)."""
+        """The TrainConfig of ``profile`` (one of :data:`PROFILES`)."""
         if profile not in self.profiles:
             raise ValueError(
                 f"unknown profile {profile!r} for {self.name}; choose one of {sorted(self.profiles)}"
@@ -327,218 +321,3 @@ def experiments_for_tables(tables: list[int] | None = None) -> list[str]:
     deps = [EXPERIMENTS[n].eval_only_from for n in names if EXPERIMENTS[n].eval_only_from]
     names = [d for d in deps if d not in names] + names
     return sorted(names, key=lambda n: EXPERIMENTS[n].eval_only_from is not None)
-
-
-# ---------------------------------------------------------------------------------------------- running
-def result_path(name: str, profile: str, out_root: str | os.PathLike | None = None) -> Path:
-    """``<out_root>/<profile>/<name>.json`` (``out_root`` defaults to ``<repo>/results``)."""
-    return Path(out_root if out_root is not None else REPO_ROOT / "results") / profile / f"{name}.json"
-
-
-def run_dir(name: str, profile: str, runs_root: str | os.PathLike | None = None) -> Path:
-    """Where checkpoints and logs of a run go: ``runs/<profile>/<name>`` (git-ignored)."""
-    return Path(runs_root if runs_root is not None else REPO_ROOT / "runs") / profile / name
-
-
-def build_model(
-    exp: Experiment, cfg: TrainConfig, num_classes: int | None = None, weights: str | None = None
-):
-    """The network of ``exp`` at the input size of ``cfg`` (random init unless ``weights`` is given)."""
-    from cdimlab.fusion import EmbeddingNet, ReIDNet
-    from cdimlab.models import AttentionEmbeddingNet, build_backbone
-
-    if exp.backbone == "sketchanet":
-        bb = build_backbone("sketchanet", input_size=cfg.sbir_input, weights=weights)
-    elif exp.backbone == "inception_v3":
-        bb = build_backbone("inception_v3", input_size=cfg.sbir_input, weights=weights)
-    elif exp.backbone == "resnet50":
-        bb = build_backbone("resnet50", input_size=tuple(cfg.reid_input), weights=weights)
-    else:
-        raise ValueError(f"{exp.name}: backbone {exp.backbone!r} is not a network")
-    if exp.model == "attention":
-        return AttentionEmbeddingNet(bb, "conv5")
-    if exp.task == "reid" and exp.eval_only_from is None:
-        if num_classes is None:
-            raise ValueError("a ReID model needs num_classes (the number of training identities)")
-        return ReIDNet(bb, exp.fusion, num_classes)
-    return EmbeddingNet(bb, exp.fusion)
-
-
-def _load_sbir(exp: Experiment, data_root: Any, allow_synthetic: bool) -> tuple[Any, Any, Any]:
-    from cdimlab.data import load_qmul_v1, locate_dataset
-
-    loc = locate_dataset(exp.dataset, data_root, allow_synthetic=allow_synthetic)
-    train = load_qmul_v1(loc.path, exp.dataset, "train")
-    test = load_qmul_v1(loc.path, exp.dataset, "test")
-    return loc, train, test
-
-
-def _subset_reid(data: Any, max_ids: int | None) -> Any:
-    """Keep ``max_ids`` training identities, ``max_ids`` query identities with their gallery images plus half as
-    many other gallery images (smoke runs on real data: minutes, not hours, on a CPU)."""
-    if not max_ids or data.num_train_pids <= max_ids:
-        return data
-    train = [e for e in data.train if e[1] < max_ids]
-    qpids = sorted({e[1] for e in data.query})[:max_ids]
-    keep = set(qpids)
-    query = [e for e in data.query if e[1] in keep]
-    gallery = [e for e in data.gallery if e[1] in keep]
-    others = [e for e in data.gallery if e[1] not in keep][
-        : len(gallery) // 2
-    ]  # distractors, junk, other ids
-    gt = [e for e in data.gt_bbox if e[1] in keep] if data.gt_bbox else None
-    return replace(data, train=train, query=query, gallery=gallery + others, gt_bbox=gt, num_train_pids=max_ids,
-                   num_query_pids=len(keep), num_gallery_pids=len({e[1] for e in gallery + others}))  # fmt: skip
-
-
-def _load_reid(exp: Experiment, data_root: Any, allow_synthetic: bool, cfg: TrainConfig) -> tuple[Any, Any]:
-    from cdimlab.data import load_reid, locate_dataset
-
-    loc = locate_dataset(exp.dataset, data_root, allow_synthetic=allow_synthetic)
-    data = load_reid(exp.dataset, loc.path)
-    if not loc.synthetic:
-        data = _subset_reid(data, cfg.max_ids)
-    return loc, data
-
-
-def run_experiment(
-    name: str,
-    profile: str = "smoke",
-    data_root: str | os.PathLike | None = None,
-    out_root: str | os.PathLike | None = None,
-    device: str | torch.device = "auto",
-    resume: bool = True,
-    seed: int = 0,
-    force: bool = False,
-    runs_root: str | os.PathLike | None = None,
-    progress: bool = True,
-    weights: str | None = None,
-    allow_synthetic: bool = True,
-    config_overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate experiment ``name`` with ``profile``; write and return its results record.
-
-    The record goes to ``<out_root>/<profile>/<name>.json`` (atomic) with the test metrics, the config, the seed,
-    the schedule actually run, wall time, img/s, device, torch version, git commit and which data was used
-    (synthetic or real, path). An existing record is returned as is unless ``force``. Checkpoints live in
-    ``runs/<profile>/<name>`` so a killed run resumes (``resume=True``). ``out_root``/``runs_root`` default to
-    ``<repo>/results`` and ``<repo>/runs`` whatever the working folder. Introduced in notebook 06.
-    """
-    from cdimlab.train import evaluate_reid, evaluate_sbir, fit_classifier, fit_triplet
-
-    exp = get_experiment(name)
-    out_root = REPO_ROOT / "results" if out_root is None else out_root
-    path = result_path(name, profile, out_root)
-    if path.is_file() and not force:
-        import json
-
-        return json.loads(path.read_text())
-    cfg = replace(exp.config(profile), seed=seed, **(config_overrides or {}))
-    if weights and exp.backbone == "sketchanet" and "sketch_std" not in (config_overrides or {}):
-        cfg = replace(cfg, sketch_std=1 / 255)  # step3 weights expect the official x - 250.42 input
-    dev = resolve_device(device)
-    seed_everything(seed)
-    rdir = run_dir(name, profile, runs_root)
-    t0 = time.perf_counter()
-    record: dict[str, Any] = {"experiment": name, "table": exp.table, "tables": list(exp.tables), "row": exp.row,
-                              "task": exp.task, "dataset": exp.dataset, "profile": profile, "seed": seed,
-                              "paper": exp.paper, "fusion": exp.fusion.__dict__ | {"taps": list(exp.fusion.taps)},
-                              "model": exp.model, "weights": weights or "random init"}  # fmt: skip
-    if exp.task == "fgsbir":
-        loc, train_full, test = _load_sbir(exp, data_root, allow_synthetic)
-        if exp.model == "hog":
-            from cdimlab.baselines import run_hog_baseline
-
-            metrics, sched = run_hog_baseline(train_full, test, seed=seed, smoke=(profile == "smoke"))
-            fit = None
-        else:
-            from cdimlab.data import train_val_split
-
-            train, val = train_val_split(train_full, cfg.val_fraction, seed)
-            model = build_model(exp, cfg, weights=weights)
-            fit = fit_triplet(
-                model, train, val, cfg, dev, rdir, resume=_can_resume(rdir, cfg, resume), progress=progress
-            )
-            metrics = evaluate_sbir(fit.model, test, dev, cfg.eval_protocol, cfg)
-            sched = {"protocol": cfg.eval_protocol}
-    else:
-        loc, data = _load_reid(exp, data_root, allow_synthetic, cfg)
-        if exp.eval_only_from:
-            model = _vanilla_fusion_model(
-                exp, cfg, profile, data_root, out_root, dev, runs_root, seed, progress
-            )
-            fit, sched = None, {"eval_only_from": exp.eval_only_from}
-        else:
-            from cdimlab.data import decode_images
-
-            imgs = decode_images([e[0] for e in data.train], size=tuple(cfg.reid_input), progress=progress)
-            labels = torch.as_tensor([e[1] for e in data.train])
-            model = build_model(exp, cfg, num_classes=data.num_train_pids, weights=weights)
-            fit = fit_classifier(
-                model, imgs, labels, cfg, dev, rdir, resume=_can_resume(rdir, cfg, resume), progress=progress
-            )
-            model, sched = fit.model, {}
-        metrics = evaluate_reid(model, data, dev, multi_query=True, cfg=cfg)
-    if fit is not None:
-        sched.update({"iterations_run": fit.iterations_run, "iterations_planned": cfg.iterations,
-                      "stopped_early": fit.stopped_early, "best_iteration": fit.best_iteration,
-                      "batch_size": cfg.batch_size, "world_size": fit.extra["world_size"],
-                      "run_dir": str(rdir)})  # fmt: skip
-        record["img_per_s"] = round(fit.img_per_s, 2)
-        record["final_loss"] = (
-            fit.log[-1]["loss"] if fit.log and "loss" in fit.log[-1] else _last_loss(fit.log)
-        )
-    record.update({
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "config": cfg.to_dict(),
-        "schedule": sched,
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "data": {"synthetic": bool(loc.synthetic), "path": str(loc.path)},
-        "env": env_info(dev),
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })  # fmt: skip
-    if int(os.environ.get("RANK", "0")) == 0:
-        atomic_write_json(path, record)
-    return record
-
-
-def _can_resume(rdir: Path, cfg: TrainConfig, resume: bool) -> bool:
-    """Resume only from a checkpoint of the same recipe; a stale one (other sizes, lr ...) is replaced, with a note."""
-    from cdimlab.train import CHECKPOINT, config_mismatch, load_checkpoint
-
-    path = rdir / CHECKPOINT
-    if not resume or not path.is_file():
-        return resume
-    diff = config_mismatch(load_checkpoint(path).get("config", {}), cfg)
-    if diff:
-        print(f"note: {path} was trained with another config ({sorted(diff)}); starting this run over")
-        return False
-    return True
-
-
-def _last_loss(log: list[dict[str, Any]]) -> float | None:
-    losses = [r["loss"] for r in log if "loss" in r and r["loss"] == r["loss"]]
-    return losses[-1] if losses else None
-
-
-def _vanilla_fusion_model(exp, cfg, profile, data_root, out_root, dev, runs_root, seed, progress):
-    """Table 8 'Vanilla+fusion': the trained Vanilla's backbone, fused (GAP res5a, res5b, L2 parts, no FC)."""
-    src = exp.eval_only_from
-    weights = run_dir(src, profile, runs_root) / "best_model.pt"
-    if not weights.is_file():
-        run_experiment(src, profile, data_root, out_root, dev, True, seed, True, runs_root, progress)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model = build_model(exp, cfg)
-    prefix = "embedder.backbone."
-    model.backbone.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-    return model.to(dev).eval()
-
-
-def summarize(records: list[dict[str, Any]]) -> str:
-    """One line per record: name, metrics vs paper (for progress output)."""
-    lines = []
-    for r in records:
-        m = r.get("metrics", {})
-        parts = [f"{k}={m[k]:.3f} (paper {r['paper'][k]:.3f})" for k in m if k in r.get("paper", {})]
-        lines.append(f"{r['experiment']:<28} " + "  ".join(parts))
-    return "\n".join(lines)

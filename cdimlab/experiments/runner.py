@@ -1,0 +1,312 @@
+"""The one runner: experiment -> data -> model -> fit -> evaluate -> results file.
+
+Introduced in notebook 06 and used by ``python -m cdimlab``, :mod:`cdimlab.course`, :mod:`cdimlab.bench` and
+notebooks 06-08. Each step is a small public function, so a caller takes only what it needs:
+
+* :func:`load_data` -- the ONE place data is resolved: experiment + profile + data root -> :class:`RunData`
+  (splits or ReID index) with ``source = {"kind": "real" | "synthetic", "path": ...}``;
+* :func:`build_model` -- the network of an experiment; :data:`BACKBONE_INPUT` says which input size of the
+  config each backbone takes (a new backbone is one entry there and one in ``cdimlab.models``);
+* :func:`fit` / :func:`evaluate` -- train (or, for eval-only rows, load) and score on the test split;
+* :func:`load_trained` -- a finished run folder back as ``(model, cfg)``;
+* :func:`write_record` / :func:`run_experiment` -- the results file ``results/<profile>/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cdimlab.attention import AttentionNet
+from cdimlab.baselines import run_hog_baseline
+from cdimlab.data import decode_images, load_qmul_v1, load_reid, locate_dataset, train_val_split
+from cdimlab.experiments.catalogue import Experiment, get_experiment
+from cdimlab.fusion import EmbeddingNet, ReIDNet
+from cdimlab.models import build_backbone
+from cdimlab.train import (
+    FitResult,
+    TrainConfig,
+    best_weights_path,
+    evaluate_reid,
+    evaluate_sbir,
+    fit_classifier,
+    fit_triplet,
+    load_best_weights,
+    run_config,
+)
+from cdimlab.utils import REPO_ROOT, atomic_write_json, env_info, resolve_device, seed_everything
+
+# backbone -> the TrainConfig field that sizes its input ("sbir_input": square crop, "reid_input": (H, W))
+BACKBONE_INPUT = {"sketchanet": "sbir_input", "inception_v3": "sbir_input", "resnet50": "reid_input"}
+
+
+# ---------------------------------------------------------------------------------------------------- paths
+def result_path(name: str, profile: str, out_root: str | os.PathLike | None = None) -> Path:
+    """``<out_root>/<profile>/<name>.json`` (``out_root`` defaults to ``<repo>/results``)."""
+    return Path(out_root if out_root is not None else REPO_ROOT / "results") / profile / f"{name}.json"
+
+
+def run_dir(name: str, profile: str, runs_root: str | os.PathLike | None = None) -> Path:
+    """Where checkpoints and logs of a run go: ``runs/<profile>/<name>`` (git-ignored)."""
+    return Path(runs_root if runs_root is not None else REPO_ROOT / "runs") / profile / name
+
+
+# ----------------------------------------------------------------------------------------------------- data
+@dataclass
+class RunData:
+    """The data of one run: FG-SBIR ``train``/``val``/``test`` splits, or a ReID index in ``reid``; ``source``
+    says where it came from (``{"kind": "real" | "synthetic", "path": str}``)."""
+
+    task: str
+    source: dict[str, str]
+    train: Any = None
+    val: Any = None
+    test: Any = None
+    reid: Any = None
+    train_full: Any = None  # FG-SBIR: the whole training split (the HOG baseline uses it all)
+
+
+def locate(dataset: str, data_root: Any = None, allow_synthetic: bool = True) -> tuple[Path, dict[str, str]]:
+    """Folder of ``dataset`` under ``data_root`` (real data, else the synthetic stand-in) and its description."""
+    loc = locate_dataset(dataset, data_root, allow_synthetic=allow_synthetic)
+    return Path(loc.path), {"kind": "synthetic" if loc.synthetic else "real", "path": str(loc.path)}
+
+
+def load_sbir_splits(category: str, data_root: Any = None, seed: int = 0, val_fraction: float = 0.1,
+                     allow_synthetic: bool = True) -> RunData:  # fmt: skip
+    """QMUL ``category``: train (minus a validation split carved from it, never from test), val and test."""
+    path, source = locate(category, data_root, allow_synthetic)
+    full = load_qmul_v1(path, category, "train")
+    train, val = train_val_split(full, val_fraction, seed)
+    return RunData("fgsbir", source, train, val, load_qmul_v1(path, category, "test"), train_full=full)
+
+
+def subset_reid(data: Any, max_ids: int | None) -> Any:
+    """Keep ``max_ids`` training identities, ``max_ids`` query identities with their gallery images plus half as
+    many other gallery images (smoke runs on real data: minutes, not hours, on a CPU)."""
+    if not max_ids or data.num_train_pids <= max_ids:
+        return data
+    train = [e for e in data.train if e[1] < max_ids]
+    keep = set(sorted({e[1] for e in data.query})[:max_ids])
+    query = [e for e in data.query if e[1] in keep]
+    gallery = [e for e in data.gallery if e[1] in keep]
+    others = [e for e in data.gallery if e[1] not in keep][
+        : len(gallery) // 2
+    ]  # distractors, junk, other ids
+    gt = [e for e in data.gt_bbox if e[1] in keep] if data.gt_bbox else None
+    return replace(data, train=train, query=query, gallery=gallery + others, gt_bbox=gt, num_train_pids=max_ids,
+                   num_query_pids=len(keep), num_gallery_pids=len({e[1] for e in gallery + others}))  # fmt: skip
+
+
+def load_reid_index(name: str, data_root: Any = None, max_ids: int | None = None,
+                    allow_synthetic: bool = True) -> RunData:  # fmt: skip
+    """ReID dataset ``name`` indexed (not decoded); on real data only ``max_ids`` identities when given."""
+    path, source = locate(name, data_root, allow_synthetic)
+    data = load_reid(name, path)
+    if source["kind"] == "real":
+        data = subset_reid(data, max_ids)
+    return RunData("reid", source, reid=data)
+
+
+def load_data(exp: Experiment, profile: str, data_root: Any = None, seed: int = 0, allow_synthetic: bool = True,
+              cfg: TrainConfig | None = None) -> RunData:  # fmt: skip
+    """The data of ``exp`` for ``profile`` (or for ``cfg``: its ``val_fraction``, ``max_ids``): the one place a
+    run's data is resolved; ``RunData.source`` says real or synthetic, and where."""
+    cfg = cfg or exp.config(profile)
+    if exp.task == "fgsbir":
+        return load_sbir_splits(exp.dataset, data_root, seed, cfg.val_fraction, allow_synthetic)
+    return load_reid_index(exp.dataset, data_root, cfg.max_ids, allow_synthetic)
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def build_model(
+    exp: Experiment, cfg: TrainConfig, num_classes: int | None = None, weights: str | None = None
+):
+    """The network of ``exp`` at the input size of ``cfg`` (random init unless ``weights`` is given)."""
+    if exp.backbone not in BACKBONE_INPUT:
+        raise ValueError(
+            f"{exp.name}: backbone {exp.backbone!r} is not a network; known: {sorted(BACKBONE_INPUT)}"
+        )
+    size = getattr(cfg, BACKBONE_INPUT[exp.backbone])
+    bb = build_backbone(
+        exp.backbone, input_size=tuple(size) if isinstance(size, list) else size, weights=weights
+    )
+    if exp.model == "attention":
+        return AttentionNet(bb, "conv5")
+    if exp.task == "reid" and exp.eval_only_from is None:
+        if num_classes is None:
+            raise ValueError("a ReID model needs num_classes (the number of training identities)")
+        return ReIDNet(bb, exp.fusion, num_classes)
+    return EmbeddingNet(bb, exp.fusion)
+
+
+def load_trained(folder: str | os.PathLike, exp: Experiment | None = None, device: Any = "cpu",
+                 cfg: TrainConfig | None = None) -> tuple[nn.Module, TrainConfig]:  # fmt: skip
+    """A finished run folder (``runs/<profile>/<name>``) as ``(model in eval mode on device, its config)``.
+
+    The experiment defaults to the folder's name, the config to the one in its ``checkpoint.pt``.
+    """
+    exp = exp or get_experiment(Path(folder).name)
+    state = load_best_weights(folder)
+    cfg = cfg or run_config(folder)
+    classes = ReIDNet.num_classes_in(state) if exp.task == "reid" and exp.eval_only_from is None else None
+    model = build_model(exp, cfg, num_classes=classes)
+    model.load_state_dict(state)
+    return model.to(resolve_device(device)).eval(), cfg
+
+
+# ------------------------------------------------------------------------------------------ fit, evaluate
+@dataclass
+class Trained:
+    """What :func:`fit` hands to :func:`evaluate`: the model (None for the HOG baseline, which scores itself)."""
+
+    model: nn.Module | None
+    fit: FitResult | None = None
+    schedule: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] | None = None
+
+
+def fit(exp: Experiment, cfg: TrainConfig, data: RunData, device: Any = "auto", folder: Path | None = None, *,
+        resume: bool | str = "compatible", progress: bool = True, weights: str | None = None,
+        profile: str = "smoke", runs_root: Any = None, data_root: Any = None, out_root: Any = None) -> Trained:  # fmt: skip
+    """Train ``exp`` on ``data`` into ``folder`` (resume policy: :func:`cdimlab.train.resume_checkpoint`).
+
+    Eval-only rows (Table 8 "Vanilla+fusion") load the trained backbone of ``exp.eval_only_from`` (trained
+    first, through :func:`run_experiment`, when its run folder holds no weights).
+    """
+    dev = resolve_device(device)
+    if exp.model == "hog":
+        metrics, sched = run_hog_baseline(
+            data.train_full, data.test, seed=cfg.seed, smoke=(profile == "smoke")
+        )
+        return Trained(None, None, sched, metrics)
+    if exp.eval_only_from:
+        src = run_dir(exp.eval_only_from, profile, runs_root)
+        if not best_weights_path(src).is_file():
+            run_experiment(exp.eval_only_from, profile, data_root, out_root, device=dev, seed=cfg.seed,
+                           force=True, runs_root=runs_root, progress=progress)  # fmt: skip
+        model = build_model(exp, cfg)
+        model.backbone.load_state_dict(ReIDNet.backbone_state(load_best_weights(src)))
+        return Trained(model.to(dev).eval(), None, {"eval_only_from": exp.eval_only_from})
+    if exp.task == "fgsbir":
+        model = build_model(exp, cfg, weights=weights)
+        res = fit_triplet(model, data.train, data.val, cfg, dev, folder, resume=resume, progress=progress)
+        return Trained(res.model, res, {"protocol": cfg.eval_protocol})
+    imgs = decode_images([e[0] for e in data.reid.train], size=tuple(cfg.reid_input), progress=progress)
+    labels = torch.as_tensor([e[1] for e in data.reid.train])
+    model = build_model(exp, cfg, num_classes=data.reid.num_train_pids, weights=weights)
+    res = fit_classifier(model, imgs, labels, cfg, dev, folder, resume=resume, progress=progress)
+    return Trained(res.model, res, {})
+
+
+def evaluate(
+    exp: Experiment, model: nn.Module, data: RunData, cfg: TrainConfig, device: Any = "auto"
+) -> dict:
+    """Test-split metrics of ``model``: acc@1/acc@10 (FG-SBIR, ``cfg.eval_protocol``) or mAP/CMC (ReID)."""
+    dev = resolve_device(device)
+    if exp.task == "fgsbir":
+        return evaluate_sbir(model.to(dev), data.test, dev, cfg.eval_protocol, cfg)
+    return evaluate_reid(model.to(dev), data.reid, dev, multi_query=True, cfg=cfg)
+
+
+# ------------------------------------------------------------------------------------------------- records
+def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path | None:
+    """Write a results record atomically (rank 0 only under torchrun); returns the path written, or None."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return atomic_write_json(path, record)
+
+
+def make_record(exp: Experiment, profile: str, cfg: TrainConfig, trained: Trained, metrics: dict[str, float],
+                data: RunData, weights: str | None, folder: Path, wall_s: float, device: torch.device) -> dict:  # fmt: skip
+    """The results record of one run (the format ``cdimlab.report`` reads)."""
+    rec: dict[str, Any] = {"experiment": exp.name, "table": exp.table, "tables": list(exp.tables), "row": exp.row,
+                           "task": exp.task, "dataset": exp.dataset, "profile": profile, "seed": cfg.seed,
+                           "paper": exp.paper, "fusion": exp.fusion.__dict__ | {"taps": list(exp.fusion.taps)},
+                           "model": exp.model, "weights": weights or "random init"}  # fmt: skip
+    sched, res = dict(trained.schedule), trained.fit
+    if res is not None:
+        sched.update({"iterations_run": res.iterations_run, "iterations_planned": cfg.iterations,
+                      "stopped_early": res.stopped_early, "best_iteration": res.best_iteration,
+                      "batch_size": cfg.batch_size, "world_size": res.extra["world_size"],
+                      "run_dir": str(folder)})  # fmt: skip
+        rec["img_per_s"] = round(res.img_per_s, 2)
+        losses = [r["loss"] for r in res.log if "loss" in r and r["loss"] == r["loss"]]
+        rec["final_loss"] = losses[-1] if losses else None
+    rec.update({"metrics": {k: float(v) for k, v in metrics.items()}, "config": cfg.to_dict(), "schedule": sched,
+                "wall_s": round(wall_s, 2), "data": {"synthetic": data.source["kind"] == "synthetic",
+                "kind": data.source["kind"], "path": data.source["path"]}, "env": env_info(device),
+                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
+    return rec
+
+
+def run_experiment(
+    name: str,
+    profile: str = "smoke",
+    data_root: str | os.PathLike | None = None,
+    out_root: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    seed: int = 0,
+    force: bool = False,
+    runs_root: str | os.PathLike | None = None,
+    progress: bool = True,
+    weights: str | None = None,
+    allow_synthetic: bool = True,
+    config_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate experiment ``name`` with ``profile``; write and return its results record.
+
+    The record goes to ``<out_root>/<profile>/<name>.json`` (atomic) with the test metrics, the config, the seed,
+    the schedule actually run, wall time, img/s, device, torch version, git commit and which data was used. An
+    existing record is returned as is unless ``force``. Checkpoints live in ``runs/<profile>/<name>`` so a killed
+    run resumes (``resume=True``: from a checkpoint of the same recipe; a stale one is replaced, with a note).
+    """
+    exp = get_experiment(name)
+    path = result_path(name, profile, out_root)
+    if path.is_file() and not force:
+        return json.loads(path.read_text())
+    cfg = replace(exp.config(profile), seed=seed, **(config_overrides or {}))
+    if weights and exp.backbone == "sketchanet" and "sketch_std" not in (config_overrides or {}):
+        cfg = replace(cfg, sketch_std=1 / 255)  # step3 weights expect the official x - 250.42 input
+    dev = resolve_device(device)
+    seed_everything(seed)
+    folder, t0 = run_dir(name, profile, runs_root), time.perf_counter()
+    data = load_data(exp, profile, data_root, seed, allow_synthetic, cfg)
+    trained = fit(
+        exp,
+        cfg,
+        data,
+        dev,
+        folder,
+        resume="compatible" if resume else False,
+        progress=progress,
+        weights=weights,
+        profile=profile,
+        runs_root=runs_root,
+        data_root=data_root,
+        out_root=out_root,
+    )
+    metrics = trained.metrics if trained.model is None else evaluate(exp, trained.model, data, cfg, dev)
+    record = make_record(
+        exp, profile, cfg, trained, metrics, data, weights, folder, time.perf_counter() - t0, dev
+    )
+    write_record(path, record)
+    return record
+
+
+def summarize(records: list[dict[str, Any]]) -> str:
+    """One line per record: name, metrics vs paper (for progress output)."""
+    lines = []
+    for r in records:
+        m = r.get("metrics", {})
+        parts = [f"{k}={m[k]:.3f} (paper {r['paper'][k]:.3f})" for k in m if k in r.get("paper", {})]
+        lines.append(f"{r['experiment']:<28} " + "  ".join(parts))
+    return "\n".join(lines)
