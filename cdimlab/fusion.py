@@ -5,6 +5,7 @@ Introduced in notebook 04 (the fusion module), used by every training notebook. 
     f_mid   = pool(f_tap1) ++ pool(f_tap2) ++ ...     pool = flatten (pose-aligned FG-SBIR, Eq. 1) | GAP (ReID)
     f_mid   = FC(f_mid)                               optional (ReID: 1024); a plain Linear, no ReLU / BatchNorm
     f_final = [L2(f_mid), L2(f_last)]                 L2 of each part when l2_parts (FG-SBIR), raw for ReID
+                                                      (several flattened taps, no FC: L2 of each tap)
 
 The whole network is trained end to end through the concatenated embedding, so the mid layer receives a direct
 gradient from the loss (deep supervision). ``FusionConfig()`` (no taps) is the paper's "Vanilla" baseline.
@@ -128,7 +129,13 @@ class MidLevelFusion(nn.Module):
         final = taps["final"]
         out = {"final": _l2(final) if self.cfg.l2_parts else final.float()}
         if self.cfg.taps:
-            mid = torch.cat([self._pool(t, taps[t]) for t in self.cfg.taps], dim=1)
+            pooled = [self._pool(t, taps[t]) for t in self.cfg.taps]
+            if self.reduce is None and self.cfg.l2_parts and len(pooled) > 1:
+                # several taps without FC (Table 7 "conv4 + conv5"): L2 each tap on its own, so that a large
+                # map (conv4: 57,600 values) does not drown a small one (conv5: 12,544); docs/DEVIATIONS.md
+                out["mid"] = torch.cat([_l2(p) for p in pooled], dim=1)
+                return out
+            mid = torch.cat(pooled, dim=1)
             if self.reduce is not None:
                 mid = self.reduce(mid)
             out["mid"] = _l2(mid) if self.cfg.l2_parts else mid.float()

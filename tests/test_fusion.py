@@ -126,7 +126,12 @@ def test_l2_parts_have_unit_norm_and_vanilla():
     net = EmbeddingNet(SketchANet(113), FusionConfig(("conv4", "conv5"))).eval()
     x = torch.rand(3, 1, 113, 113)
     parts = net.parts(x)
-    torch.testing.assert_close(parts["mid"].norm(dim=1), torch.ones(3))
+    conv4, conv5 = parts["mid"][:, : 256 * 25], parts["mid"][:, 256 * 25 :]
+    # each flattened tap is L2-normalised on its own: conv4 (6,400 values here) cannot drown conv5 (1,024)
+    torch.testing.assert_close(conv4.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(conv5.norm(dim=1), torch.ones(3))
+    taps = net.backbone.forward_taps(x, ("conv4", "conv5"))
+    torch.testing.assert_close(conv5, torch.nn.functional.normalize(taps["conv5"].flatten(1), dim=1))
     torch.testing.assert_close(parts["final"].norm(dim=1), torch.ones(3))
     emb = net(x)
     assert emb.shape == (3, net.out_dim) and net.out_dim == 256 * 25 + 256 * 4 + 256
