@@ -290,7 +290,10 @@ def load_rates(path: str | None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Preflight, plan, run, bench (or, with ``--dry-run``, only print the plan). Exit 1 if a run failed."""
+    """Preflight, plan, run, bench (or, with ``--dry-run``, only print the plan).
+
+    Exit 0 when every run is done or planned out, 1 when a run failed or its data is missing, 2 without CUDA.
+    """
     args = build_parser().parse_args(argv)
     start = time.monotonic()
     deadline = start + args.minutes * 60.0
@@ -326,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.bench_dir) / f"gpu_{slug}.md", bench_report(rates, rows, prec.describe())
     )
     log(f"bench table: {path}; session {math.ceil((time.monotonic() - start) / 60)} min")
-    return 1 if any(r["status"].startswith("FAILED") for r in rows) else 0
+    missing = [n for n in SBIR_ORDER + REID_ORDER if n not in names_ok]
+    if missing:
+        log(f"not run for lack of data under {data_root}: {', '.join(missing)}")
+    return 1 if missing or any(r["status"].startswith("FAILED") for r in rows) else 0
 
 
 if __name__ == "__main__":

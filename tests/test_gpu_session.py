@@ -193,3 +193,34 @@ def test_preflight_on_cpu_writes_a_rate_table_the_planner_reads(tmp_path):
     json.dumps(rates)  # serialisable as the session writes it
     gs.plan_session(rates, 60)  # planner accepts it (CPU rates: little or nothing fits)
     assert "precision: fp32 (cpu: fp32)" in (tmp_path / "gpu_session.log").read_text()
+
+
+def test_main_end_to_end_with_fakes_then_a_second_call_continues(tmp_path, monkeypatch, capsys):
+    """The whole CUDA path of main() with the card, the measurements and the training faked."""
+    import torch
+
+    from cdimlab.precision import choose_precision
+
+    rates = dict(gs.EXAMPLE_RATES, label="measured on Fake Card", device_name="Fake Card",
+                 rows=[{"task": "FG-SBIR", "model_only": 1e4, "trainer": 9e3}], cmc_map_s=0.02,
+                 cmc_shape=[3368, 19732], env={"device_name": "Fake Card", "device": "cuda", "torch": "x"})  # fmt: skip
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gs, "check_data", lambda root, log: list(gs.SBIR_ORDER))  # no Market data
+    monkeypatch.setattr(gs, "preflight", lambda *a, **k: (rates, choose_precision("cuda", capability=(9, 0))))
+    monkeypatch.setattr(gs, "run_one", lambda name, it, *, out_root, **k: calls.append(name)
+                        or _record(out_root / "full" / f"{name}.json", name, it))  # fmt: skip
+    args = ["--minutes", "12", "--out", str(tmp_path / "results"), "--bench-dir", str(tmp_path / "bench"),
+            "--log-dir", str(tmp_path / "logs")]  # fmt: skip
+    assert gs.main(args) == 1  # Market data missing: said, and the exit code says so
+    assert calls == list(gs.SBIR_ORDER)
+    report = (tmp_path / "bench" / "gpu_Fake_Card.md").read_text()
+    assert "| shoes_vanilla |" in report and "precision: bf16 autocast" in report
+    assert (
+        json.loads((tmp_path / "bench" / "gpu_Fake_Card.rates.json").read_text())["device_name"]
+        == "Fake Card"
+    )
+    assert "not run for lack of data" in (tmp_path / "logs" / "gpu_session.log").read_text()
+    calls.clear()
+    gs.main(args)  # second call: everything already recorded
+    assert calls == []
