@@ -159,12 +159,15 @@ def sbir_bank(
     train: bool,
     in_channels: int = 1,
     channels_last: bool = False,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> ImageBank:
     """An ImageBank for QMUL sketches or photo edge maps (uint8 N x 256 x 256), resized to ``resize`` first.
 
     Training banks crop ``crop`` x ``crop`` at random and flip; evaluation banks give the 10 views. Grey images
     are normalised with the sketch mean and ``sketch_std`` (0-1 scale); for a 3-channel backbone (InceptionV3)
-    they are repeated over 3 channels with ImageNet statistics. Notebooks 02 and 07 build them directly.
+    they are repeated over 3 channels with ImageNet statistics. ``stats`` = (mean, std) on the 0-1 scale
+    overrides both: a backbone that states its own input normalisation (MobileNetV2's grey mapping of the
+    ImageNet statistics) gets exactly that. Notebooks 02 and 07 build them directly.
     """
     imgs = np.asarray(images)
     if in_channels == 3 and imgs.ndim == 3:
@@ -172,6 +175,8 @@ def sbir_bank(
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
         mean, std = SKETCH_NORM_MEAN, (sketch_std,)
+    if stats is not None:
+        mean, std = stats
     mean, std = norm_stats(mean, std, in_channels)
     return ImageBank(imgs, device, crop=(crop, crop), flip=train, mean=mean, std=std,
                      out_size=(resize, resize) if resize else None, channels_last=channels_last)  # fmt: skip

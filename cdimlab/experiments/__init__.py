@@ -12,6 +12,7 @@ from cdimlab.experiments.catalogue import (
     OURS_REID,
     OURS_SBIR,
     PAPER_TABLES,
+    LAPTOP_PAIRS,
     PROFILES,
     REID_METRICS,
     SBIR_METRICS,
@@ -24,7 +25,7 @@ from cdimlab.experiments.catalogue import (
     get_experiment,
 )
 from cdimlab.experiments.runner import (
-    BACKBONE_INPUT,
+    NETWORKS,
     RunData,
     Trained,
     build_model,
@@ -45,12 +46,13 @@ from cdimlab.experiments.runner import (
 )
 
 __all__ = [
-    "BACKBONE_INPUT",
+    "NETWORKS",
     "CATEGORIES",
     "EXPERIMENTS",
     "OURS_REID",
     "OURS_SBIR",
     "PAPER_TABLES",
+    "LAPTOP_PAIRS",
     "PROFILES",
     "REID_METRICS",
     "SBIR_METRICS",

@@ -20,7 +20,7 @@ from cdimlab.train.config import TrainConfig
 
 SBIR_METRICS = ("acc@1", "acc@10")
 REID_METRICS = ("mAP", "rank1", "mq_mAP", "mq_rank1")
-PROFILES = ("smoke", "full")
+PROFILES = ("smoke", "laptop", "full")  # CI pipeline check | real data on 2 CPU cores | the paper's GPU recipe
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Experiment:
     eval_only_from: str | None = None
     model: str = "fusion"
     tables: tuple[int, ...] = ()
+    weights: str | None = None  # backbone weights when the call gives none ("imagenet": the laptop track)
 
     def config(self, profile: str) -> TrainConfig:
         """The TrainConfig of ``profile`` (one of :data:`PROFILES`)."""
@@ -62,7 +63,7 @@ class Experiment:
 
 # ------------------------------------------------------------------------------------------------ profiles
 SBIR_FULL = TrainConfig(
-    iterations=20_000, batch_size=128, lr=1e-3, optimizer="sgd", momentum=0.9, weight_decay=5e-4, lr_decay=1.0,
+    iterations=20_000, batch_size=128, lr=1e-3, optimizer="sgd", momentum=0.9, weight_decay=0.0, lr_decay=1.0,
     margin=0.3, distance="euclidean", eval_every=500, patience=10, checkpoint_every=1_000, log_every=50,
     sbir_input=225, sbir_resize=None, eval_protocol="10view",
 )  # fmt: skip
@@ -84,10 +85,27 @@ REID_SMOKE = replace(
     eval_batch_size=128, max_ids=12,
 )  # fmt: skip
 CUHK_FULL = replace(REID_FULL, lr=5e-4, iterations=75_000)
+# ---- laptop: real data, 2 CPU cores, minutes per run (docs/DEVIATIONS.md). Sketch-a-Net from scratch at 177 px,
+# the smallest input whose pool5 keeps a 5x5 layout; Kaiming init + Adam (the paper's SGD does not move a
+# from-scratch tower at CPU budgets). Validation (10 % of train) selects the best of every eval_every iterations.
+SBIR_LAPTOP = replace(
+    SBIR_SMOKE, iterations=400, batch_size=16, lr=1e-4, eval_every=50, patience=100, checkpoint_every=50,
+    log_every=10, sbir_input=177, sbir_resize=200, eval_protocol="center",
+)  # fmt: skip
+# ImageNet MobileNetV2 on sketches / edge maps (1 channel mapped onto ImageNet statistics), 128 crops of 144
+MNV2_SBIR_LAPTOP = replace(SBIR_LAPTOP, iterations=200, lr=1e-4, eval_every=50, sbir_input=128, sbir_resize=144)
+# ImageNet MobileNetV2 on Market-1501 at 128x64: 400 iterations of 64 = 2 epochs of the 12,936 training images
+MNV2_REID_LAPTOP = replace(
+    REID_FULL, iterations=400, batch_size=64, lr=3.5e-4, lr_decay=1.0, checkpoint_every=100, log_every=10,
+    reid_input=(128, 64), eval_batch_size=256,
+)  # fmt: skip
+MNV2_OURS_SBIR = FusionConfig(("block13",), "flatten", None, True)  # 96 x 8 x 8 at 128 px, + L2(GAP(block18))
+MNV2_OURS_REID = FusionConfig(("block16", "block17"), "gap", 256, False)  # as res5a/res5b -> FC, + GAP(block18)
 
 
-def _sbir(profile_full: TrainConfig = SBIR_FULL, smoke: TrainConfig = SBIR_SMOKE) -> dict[str, TrainConfig]:
-    return {"smoke": smoke, "full": profile_full}
+def _sbir(profile_full: TrainConfig = SBIR_FULL, smoke: TrainConfig = SBIR_SMOKE,
+          laptop: TrainConfig | None = None) -> dict[str, TrainConfig]:  # fmt: skip
+    return {"smoke": smoke, "full": profile_full} | ({"laptop": laptop} if laptop else {})
 
 
 def _reid(full: TrainConfig = REID_FULL) -> dict[str, TrainConfig]:
@@ -143,8 +161,9 @@ def _build_experiments() -> dict[str, Experiment]:
         t3 = _T3[cat]
         ex += [
             Experiment(f"{cat}_vanilla", 3, "Vanilla", "fgsbir", cat, "sketchanet", VANILLA_SBIR,
-                       _p(*t3["Vanilla"]), _sbir(), "Sketch-a-Net, L2(fc7) embedding, triplet loss"),
-            Experiment(f"{cat}_ours", 3, "Ours", "fgsbir", cat, "sketchanet", OURS_SBIR, _p(*t3["Ours"]), _sbir(),
+                       _p(*t3["Vanilla"]), _sbir(laptop=SBIR_LAPTOP), "Sketch-a-Net, L2(fc7) embedding, triplet loss"),
+            Experiment(f"{cat}_ours", 3, "Ours", "fgsbir", cat, "sketchanet", OURS_SBIR, _p(*t3["Ours"]),
+                       _sbir(laptop=SBIR_LAPTOP),
                        "conv5 (pool5) flattened + fc7, each L2-normalised: 12,800-d",
                        tables=(3, 7, 9) if cat == "shoes" else (3,)),
             Experiment(f"{cat}_attention", 3, "DSSA (attention only)", "fgsbir", cat, "sketchanet", OURS_SBIR,
@@ -199,6 +218,7 @@ def _build_experiments() -> dict[str, Experiment]:
     ex.append(Experiment("market_flatten", 10, "Flattening", "reid", "market1501", "resnet50",
                          FusionConfig(("res5a", "res5b"), "flatten", 1024, False), _r(71.58, 89.25, 78.56, 92.28),
                          _reid(), "res5a, res5b flattened -> FC 1024, concat pool5"))  # fmt: skip
+    ex += _laptop_track()
     out = {}
     for e in ex:
         if not e.tables:
@@ -207,7 +227,38 @@ def _build_experiments() -> dict[str, Experiment]:
     return out
 
 
+def _laptop_track() -> list[Experiment]:
+    """The laptop track's own rows (table 0: not a paper table): ImageNet MobileNetV2, Vanilla vs Ours, on the real
+    QMUL sets and Market-1501. Paper numbers are left out: another backbone, another schedule."""
+    ex = []
+    for cat in CATEGORIES:
+        ex += [
+            Experiment(f"{cat}_mnv2_vanilla", 0, "MobileNetV2 Vanilla", "fgsbir", cat, "mobilenetv2", VANILLA_SBIR,
+                       {}, {"laptop": MNV2_SBIR_LAPTOP}, "ImageNet MobileNetV2, L2(GAP(block18))", weights="imagenet"),
+            Experiment(f"{cat}_mnv2_ours", 0, "MobileNetV2 Ours", "fgsbir", cat, "mobilenetv2", MNV2_OURS_SBIR,
+                       {}, {"laptop": MNV2_SBIR_LAPTOP}, "block13 flattened (96x8x8) + GAP(block18), each L2",
+                       weights="imagenet"),
+        ]  # fmt: skip
+    ex += [
+        Experiment("market_mnv2_vanilla", 0, "MobileNetV2 Vanilla", "reid", "market1501", "mobilenetv2",
+                   VANILLA_REID, {}, {"laptop": MNV2_REID_LAPTOP}, "ImageNet MobileNetV2, raw GAP(block18) 1280-d",
+                   weights="imagenet"),
+        Experiment("market_mnv2_ours", 0, "MobileNetV2 Ours", "reid", "market1501", "mobilenetv2", MNV2_OURS_REID,
+                   {}, {"laptop": MNV2_REID_LAPTOP}, "GAP(block16), GAP(block17) -> FC 256, concat GAP(block18)",
+                   weights="imagenet"),
+    ]  # fmt: skip
+    return ex
+
+
 EXPERIMENTS: dict[str, Experiment] = _build_experiments()
+# the laptop track: (Vanilla, Ours) pairs run by `python -m cdimlab laptop` over seeds
+LAPTOP_PAIRS: tuple[tuple[str, str], ...] = (
+    ("shoes_mnv2_vanilla", "shoes_mnv2_ours"),
+    ("chairs_mnv2_vanilla", "chairs_mnv2_ours"),
+    ("market_mnv2_vanilla", "market_mnv2_ours"),
+    ("shoes_vanilla", "shoes_ours"),
+    ("handbags_mnv2_vanilla", "handbags_mnv2_ours"),
+)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ notebooks 06-08. Each step is a small public function, so a caller takes only wh
 
 * :func:`load_data` -- the ONE place data is resolved: experiment + profile + data root -> :class:`RunData`
   (splits or ReID index) with ``source = {"kind": "real" | "synthetic", "path": ...}``;
-* :func:`build_model` -- the network of an experiment; :data:`BACKBONE_INPUT` says which input size of the
-  config each backbone takes (a new backbone is one entry there and one in ``cdimlab.models``);
+* :func:`build_model` -- the network of an experiment; :data:`NETWORKS` lists the backbones it may name (a
+  new backbone is one entry there and one in ``cdimlab.models``), the task picks the config's input size;
 * :func:`fit` / :func:`evaluate` -- train (or, for eval-only rows, load) and score on the test split;
 * :func:`load_trained` -- a finished run folder back as ``(model, cfg)``;
 * :func:`write_record` / :func:`run_experiment` -- the results file ``results/<profile>/<name>.json``.
@@ -26,7 +26,9 @@ from torch import nn
 
 from cdimlab.attention import AttentionNet
 from cdimlab.baselines import run_hog_baseline
+from cdimlab.chance import reid_chance, sbir_chance
 from cdimlab.data import decode_images, load_qmul_v1, load_reid, locate_dataset, train_val_split
+from cdimlab.data.registry import default_cache_root
 from cdimlab.experiments.catalogue import Experiment, get_experiment
 from cdimlab.fusion import EmbeddingNet, ReIDNet
 from cdimlab.models import build_backbone
@@ -39,23 +41,47 @@ from cdimlab.train import (
     fit_classifier,
     fit_triplet,
     load_best_weights,
+    reid_eval_banks,
     run_config,
 )
 from cdimlab.utils import REPO_ROOT, atomic_write_json, env_info, resolve_device, seed_everything
 
-# backbone -> the TrainConfig field that sizes its input ("sbir_input": square crop, "reid_input": (H, W))
-BACKBONE_INPUT = {"sketchanet": "sbir_input", "inception_v3": "sbir_input", "resnet50": "reid_input"}
+# the backbones an experiment may name (each one entry in cdimlab.models); the task says which TrainConfig field
+# sizes its input: FG-SBIR "sbir_input" (square crop), ReID "reid_input" (H, W)
+NETWORKS = ("sketchanet", "inception_v3", "resnet50", "mobilenetv2")
 
 
 # ---------------------------------------------------------------------------------------------------- paths
-def result_path(name: str, profile: str, out_root: str | os.PathLike | None = None) -> Path:
-    """``<out_root>/<profile>/<name>.json`` (``out_root`` defaults to ``<repo>/results``)."""
-    return Path(out_root if out_root is not None else REPO_ROOT / "results") / profile / f"{name}.json"
+def seeded_name(name: str, seed: int = 0) -> str:
+    """File stem of one seed's run: ``name`` for seed 0 (as ever), ``name.seed<k>`` for the others."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return name if seed == 0 else f"{name}.seed{seed}"
 
 
-def run_dir(name: str, profile: str, runs_root: str | os.PathLike | None = None) -> Path:
-    """Where checkpoints and logs of a run go: ``runs/<profile>/<name>`` (git-ignored)."""
-    return Path(runs_root if runs_root is not None else REPO_ROOT / "runs") / profile / name
+def experiment_of(stem: str) -> str:
+    """The experiment name in a record/run-folder stem (``shoes_ours.seed2`` -> ``shoes_ours``)."""
+    return stem.split(".seed")[0]
+
+
+def result_path(name: str, profile: str, out_root: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """``<out_root>/<profile>/<name>[.seed<k>].json`` (``out_root`` defaults to ``<repo>/results``)."""
+    root = Path(out_root if out_root is not None else REPO_ROOT / "results")
+    return root / profile / f"{seeded_name(name, seed)}.json"
+
+
+def run_dir(name: str, profile: str, runs_root: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Where checkpoints and logs of a run go: ``runs/<profile>/<name>[.seed<k>]`` (git-ignored)."""
+    root = Path(runs_root if runs_root is not None else REPO_ROOT / "runs")
+    return root / profile / seeded_name(name, seed)
+
+
+def shown_path(path: Path) -> str:
+    """A path as a committed record shows it: relative to the repository when inside it, else its last parts."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return "/".join(Path(path).parts[-3:])
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -71,12 +97,19 @@ class RunData:
     test: Any = None
     reid: Any = None
     train_full: Any = None  # FG-SBIR: the whole training split (the HOG baseline uses it all)
+    banks: Any = None  # ReID: query/gallery images decoded once (before training), reused by every evaluation
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where decoded real images are cached (``<cache>/decoded``); None for synthetic data."""
+        return default_cache_root() / "decoded" if self.source.get("kind") == "real" else None
 
 
 def locate(dataset: str, data_root: Any = None, allow_synthetic: bool = True) -> tuple[Path, dict[str, str]]:
-    """Folder of ``dataset`` under ``data_root`` (real data, else the synthetic stand-in) and its description."""
+    """Folder of ``dataset`` under ``data_root`` (real data, else -- smoke only -- the synthetic stand-in) and its
+    description for records (``{"name", "kind", "path"}``, the path relative to the data root or cache)."""
     loc = locate_dataset(dataset, data_root, allow_synthetic=allow_synthetic)
-    return Path(loc.path), {"kind": "synthetic" if loc.synthetic else "real", "path": str(loc.path)}
+    return Path(loc.path), loc.describe(data_root)
 
 
 def load_sbir_splits(category: str, data_root: Any = None, seed: int = 0, val_fraction: float = 0.1,
@@ -115,11 +148,19 @@ def load_reid_index(name: str, data_root: Any = None, max_ids: int | None = None
     return RunData("reid", source, reid=data)
 
 
-def load_data(exp: Experiment, profile: str, data_root: Any = None, seed: int = 0, allow_synthetic: bool = True,
-              cfg: TrainConfig | None = None) -> RunData:  # fmt: skip
+def synthetic_allowed(profile: str) -> bool:
+    """Only the smoke profile may stand in synthetic data for an absent dataset; laptop and full never do."""
+    return profile == "smoke"
+
+
+def load_data(exp: Experiment, profile: str, data_root: Any = None, seed: int = 0,
+              allow_synthetic: bool | None = None, cfg: TrainConfig | None = None) -> RunData:  # fmt: skip
     """The data of ``exp`` for ``profile`` (or for ``cfg``: its ``val_fraction``, ``max_ids``): the one place a
-    run's data is resolved; ``RunData.source`` says real or synthetic, and where."""
+    run's data is resolved; ``RunData.source`` says real or synthetic, and where. ``allow_synthetic`` defaults
+    to :func:`synthetic_allowed` of the profile."""
     cfg = cfg or exp.config(profile)
+    if allow_synthetic is None:
+        allow_synthetic = synthetic_allowed(profile)
     if exp.task == "fgsbir":
         return load_sbir_splits(exp.dataset, data_root, seed, cfg.val_fraction, allow_synthetic)
     return load_reid_index(exp.dataset, data_root, cfg.max_ids, allow_synthetic)
@@ -129,15 +170,15 @@ def load_data(exp: Experiment, profile: str, data_root: Any = None, seed: int = 
 def build_model(
     exp: Experiment, cfg: TrainConfig, num_classes: int | None = None, weights: str | None = None
 ):
-    """The network of ``exp`` at the input size of ``cfg`` (random init unless ``weights`` is given)."""
-    if exp.backbone not in BACKBONE_INPUT:
-        raise ValueError(
-            f"{exp.name}: backbone {exp.backbone!r} is not a network; known: {sorted(BACKBONE_INPUT)}"
-        )
-    size = getattr(cfg, BACKBONE_INPUT[exp.backbone])
-    bb = build_backbone(
-        exp.backbone, input_size=tuple(size) if isinstance(size, list) else size, weights=weights
-    )
+    """The network of ``exp`` at the input size of ``cfg`` (random init unless ``weights`` -- or the
+    experiment's own ``weights``, e.g. ImageNet MobileNetV2 for the laptop track -- say otherwise)."""
+    if exp.backbone not in NETWORKS:
+        raise ValueError(f"{exp.name}: backbone {exp.backbone!r} is not a network; known: {sorted(NETWORKS)}")
+    size = cfg.reid_input if exp.task == "reid" else cfg.sbir_input
+    kw: dict[str, Any] = {"input_size": tuple(size) if isinstance(size, list) else size}
+    if exp.backbone == "mobilenetv2" and exp.task == "fgsbir":
+        kw["in_channels"] = 1  # sketches and edge maps: one channel, mapped onto the ImageNet normalisation
+    bb = build_backbone(exp.backbone, weights=weights or exp.weights, **kw)
     if exp.model == "attention":
         return AttentionNet(bb, "conv5")
     if exp.task == "reid" and exp.eval_only_from is None:
@@ -153,7 +194,7 @@ def load_trained(folder: str | os.PathLike, exp: Experiment | None = None, devic
 
     The experiment defaults to the folder's name, the config to the one in its ``checkpoint.pt``.
     """
-    exp = exp or get_experiment(Path(folder).name)
+    exp = exp or get_experiment(experiment_of(Path(folder).name))
     state = load_best_weights(folder)
     cfg = cfg or run_config(folder)
     classes = ReIDNet.num_classes_in(state) if exp.task == "reid" and exp.eval_only_from is None else None
@@ -188,7 +229,7 @@ def fit(exp: Experiment, cfg: TrainConfig, data: RunData, device: Any = "auto", 
         )
         return Trained(None, None, sched, metrics)
     if exp.eval_only_from:
-        src = run_dir(exp.eval_only_from, profile, runs_root)
+        src = run_dir(exp.eval_only_from, profile, runs_root, cfg.seed)
         if not best_weights_path(src).is_file():
             run_experiment(exp.eval_only_from, profile, data_root, out_root, device=dev, seed=cfg.seed,
                            force=True, runs_root=runs_root, progress=progress)  # fmt: skip
@@ -199,7 +240,9 @@ def fit(exp: Experiment, cfg: TrainConfig, data: RunData, device: Any = "auto", 
         model = build_model(exp, cfg, weights=weights)
         res = fit_triplet(model, data.train, data.val, cfg, dev, folder, resume=resume, progress=progress)
         return Trained(res.model, res, {"protocol": cfg.eval_protocol})
-    imgs = decode_images([e[0] for e in data.reid.train], size=tuple(cfg.reid_input), progress=progress)
+    size = tuple(cfg.reid_input)
+    cache = None if data.cache_dir is None else data.cache_dir / f"{data.reid.name}_train_{size[0]}x{size[1]}.npy"
+    imgs = decode_images([e[0] for e in data.reid.train], size=size, progress=progress, cache=cache)
     labels = torch.as_tensor([e[1] for e in data.reid.train])
     model = build_model(exp, cfg, num_classes=data.reid.num_train_pids, weights=weights)
     res = fit_classifier(model, imgs, labels, cfg, dev, folder, resume=resume, progress=progress)
@@ -213,7 +256,32 @@ def evaluate(
     dev = resolve_device(device)
     if exp.task == "fgsbir":
         return evaluate_sbir(model.to(dev), data.test, dev, cfg.eval_protocol, cfg)
-    return evaluate_reid(model.to(dev), data.reid, dev, multi_query=True, cfg=cfg)
+    if data.banks is None:  # decoded once per run: a bad query/gallery image fails before training, not after
+        data.banks = reid_eval_banks(data.reid, dev, cfg, cache_dir=data.cache_dir)
+    return evaluate_reid(model.to(dev), data.banks, dev, multi_query=True, cfg=cfg)
+
+
+def chance_of(exp: Experiment, data: RunData) -> dict[str, float]:
+    """Chance level of each metric on this run's test data (see :mod:`cdimlab.chance`)."""
+    if exp.task == "fgsbir":
+        return sbir_chance(len(data.test))
+    d = data.reid
+    q = [(e[1], e[2]) for e in d.query]
+    g = [(e[1], e[2]) for e in d.gallery]
+    out = reid_chance([p for p, _ in q], [p for p, _ in g], [c for _, c in q], [c for _, c in g])
+    return {"rank1": out["rank1"], "mAP": out["mAP"]}
+
+
+def untrained_score(exp: Experiment, cfg: TrainConfig, data: RunData, device: Any = "auto",
+                    weights: str | None = None) -> dict[str, float] | None:  # fmt: skip
+    """Test metrics of the same network at its initial weights (same seed as the trained run): the floor a
+    trained number must clear. None for rows that do not train (HOG, eval-only)."""
+    if exp.model == "hog" or exp.eval_only_from:
+        return None
+    seed_everything(cfg.seed)
+    classes = data.reid.num_train_pids if exp.task == "reid" else None
+    model = build_model(exp, cfg, num_classes=classes, weights=weights)
+    return evaluate(exp, model, data, cfg, device)
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -225,24 +293,28 @@ def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path | None
 
 
 def make_record(exp: Experiment, profile: str, cfg: TrainConfig, trained: Trained, metrics: dict[str, float],
-                data: RunData, weights: str | None, folder: Path, wall_s: float, device: torch.device) -> dict:  # fmt: skip
-    """The results record of one run (the format ``cdimlab.report`` reads)."""
+                data: RunData, weights: str | None, folder: Path, wall_s: float, device: torch.device,
+                untrained: dict[str, float] | None = None, chance: dict[str, float] | None = None) -> dict:  # fmt: skip
+    """The results record of one run (the format ``cdimlab.report`` reads), with the same network's untrained
+    score and chance beside the trained metrics."""
     rec: dict[str, Any] = {"experiment": exp.name, "table": exp.table, "tables": list(exp.tables), "row": exp.row,
                            "task": exp.task, "dataset": exp.dataset, "profile": profile, "seed": cfg.seed,
                            "paper": exp.paper, "fusion": exp.fusion.__dict__ | {"taps": list(exp.fusion.taps)},
-                           "model": exp.model, "weights": weights or "random init"}  # fmt: skip
+                           "model": exp.model, "backbone": exp.backbone,
+                           "weights": weights or exp.weights or "random init"}  # fmt: skip
     sched, res = dict(trained.schedule), trained.fit
     if res is not None:
         sched.update({"iterations_run": res.iterations_run, "iterations_planned": cfg.iterations,
                       "stopped_early": res.stopped_early, "best_iteration": res.best_iteration,
                       "batch_size": cfg.batch_size, "world_size": res.extra["world_size"],
-                      "run_dir": str(folder)})  # fmt: skip
+                      "run_dir": shown_path(folder)})  # fmt: skip
         rec["img_per_s"] = round(res.img_per_s, 2)
         losses = [r["loss"] for r in res.log if "loss" in r and r["loss"] == r["loss"]]
         rec["final_loss"] = losses[-1] if losses else None
     rec.update({"metrics": {k: float(v) for k, v in metrics.items()}, "config": cfg.to_dict(), "schedule": sched,
                 "wall_s": round(wall_s, 2), "data": {"synthetic": data.source["kind"] == "synthetic",
                 "kind": data.source["kind"], "path": data.source["path"]}, "env": env_info(device),
+                "untrained": untrained, "chance": chance,
                 "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
     return rec
 
@@ -259,18 +331,20 @@ def run_experiment(
     runs_root: str | os.PathLike | None = None,
     progress: bool = True,
     weights: str | None = None,
-    allow_synthetic: bool = True,
+    allow_synthetic: bool | None = None,
     config_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate experiment ``name`` with ``profile``; write and return its results record.
 
-    The record goes to ``<out_root>/<profile>/<name>.json`` (atomic) with the test metrics, the config, the seed,
-    the schedule actually run, wall time, img/s, device, torch version, git commit and which data was used. An
-    existing record is returned as is unless ``force``. Checkpoints live in ``runs/<profile>/<name>`` so a killed
-    run resumes (``resume=True``: from a checkpoint of the same recipe; a stale one is replaced, with a note).
+    The record goes to ``<out_root>/<profile>/<name>[.seed<k>].json`` (atomic) with the test metrics beside the
+    same network's untrained score (same seed) and chance, the config, the seed, the schedule actually run, wall
+    time, img/s, device, torch version, git commit and which data was used (real or synthetic, path relative to
+    the data root). Synthetic data only for the smoke profile (``allow_synthetic`` None = by profile). An
+    existing record is returned as is unless ``force``. Checkpoints live in ``runs/<profile>/<name>[.seed<k>]``
+    so a killed run resumes (``resume=True``: from a checkpoint of the same recipe).
     """
     exp = get_experiment(name)
-    path = result_path(name, profile, out_root)
+    path = result_path(name, profile, out_root, seed)
     if path.is_file() and not force:
         return json.loads(path.read_text())
     cfg = replace(exp.config(profile), seed=seed, **(config_overrides or {}))
@@ -278,8 +352,11 @@ def run_experiment(
         cfg = replace(cfg, sketch_std=1 / 255)  # step3 weights expect the official x - 250.42 input
     dev = resolve_device(device)
     seed_everything(seed)
-    folder, t0 = run_dir(name, profile, runs_root), time.perf_counter()
+    folder, t0 = run_dir(name, profile, runs_root, seed), time.perf_counter()
     data = load_data(exp, profile, data_root, seed, allow_synthetic, cfg)
+    chance = chance_of(exp, data)
+    untrained = untrained_score(exp, cfg, data, dev, weights)
+    seed_everything(seed)  # the trained run starts from the very weights the untrained score was measured on
     trained = fit(
         exp,
         cfg,
@@ -296,7 +373,7 @@ def run_experiment(
     )
     metrics = trained.metrics if trained.model is None else evaluate(exp, trained.model, data, cfg, dev)
     record = make_record(
-        exp, profile, cfg, trained, metrics, data, weights, folder, time.perf_counter() - t0, dev
+        exp, profile, cfg, trained, metrics, data, weights, folder, time.perf_counter() - t0, dev, untrained, chance
     )
     write_record(path, record)
     return record

@@ -10,8 +10,10 @@ paper's 225 crop and 256x128 ReID images), then travel as plain numbers into the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,10 +67,18 @@ def in_channels_of(model: Any) -> int:
     return int(getattr(getattr(model, "backbone", None), "in_channels", 1))
 
 
+def input_stats_of(model: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) a backbone asks its inputs to be normalised with (``input_mean``/``input_std``), or None
+    for the course's defaults (Sketch-a-Net's sketch mean, ImageNet for RGB backbones)."""
+    bb = getattr(model, "backbone", None)
+    mean, std = getattr(bb, "input_mean", None), getattr(bb, "input_std", None)
+    return None if mean is None or std is None else (tuple(mean), tuple(std))
+
+
 def sbir_eval_bank(images: np.ndarray, model: Any, device: torch.device, cfg: TrainConfig):
     """An evaluation bank for ``model`` at the sizes of ``cfg`` (crop, resize, sketch std)."""
     return sbir_bank(images, device, crop=cfg.sbir_input, resize=cfg.sbir_resize, sketch_std=cfg.sketch_std,
-                     train=False, in_channels=in_channels_of(model),
+                     train=False, in_channels=in_channels_of(model), stats=input_stats_of(model),
                      channels_last=auto_flag(cfg.channels_last, device))  # fmt: skip
 
 
@@ -80,7 +90,7 @@ def sbir_distances(
     protocol: str = "10view",
     cfg: TrainConfig | None = None,
 ) -> list[Tensor]:
-    """Sketch-to-photo distance matrices, one per view (query i matches gallery i)."""
+    """Sketch-to-photo squared Euclidean distance matrices, one per view (query i matches gallery i)."""
     if protocol not in SBIR_VIEWS:
         raise ValueError(f"protocol must be one of {list(SBIR_VIEWS)}, got {protocol!r}")
     device = resolve_device(device)
@@ -88,7 +98,8 @@ def sbir_distances(
     views = SBIR_VIEWS[protocol]
     banks = [sbir_eval_bank(imgs, model, device, cfg) for imgs in (split.sketches, split.photos)]
     sk, ph = (embed_images(model, b, device, cfg.eval_batch_size, views) for b in banks)
-    return [pairwise_distance(sk[v], ph[v]) for v in range(len(views))]
+    # squared Euclidean, as the official 10-view test averages it over the views (same ranking for one view)
+    return [pairwise_distance(sk[v], ph[v], metric="sqeuclidean") for v in range(len(views))]
 
 
 def evaluate_sbir(
@@ -100,8 +111,8 @@ def evaluate_sbir(
 ) -> dict[str, float]:
     """FG-SBIR acc@1 and acc@10 (fractions) of sketch -> photo retrieval on ``test_split``.
 
-    ``protocol="10view"`` averages the distance matrices over the 10 views of both sketch and photo (the
-    official protocol); ``"center"`` uses the centre crop only. ``cfg`` supplies the input sizes (default: the
+    ``protocol="10view"`` averages the squared Euclidean distance matrices over the 10 views of both sketch and
+    photo (the official protocol); ``"center"`` uses the centre crop only. ``cfg`` supplies the input sizes (default: the
     paper's 225 crop). Ranking runs on ``device``. Introduced in notebook 02.
     """
     dists = sbir_distances(model, test_split, device, protocol, cfg)
@@ -126,25 +137,27 @@ class ReIDBanks:
 
 def reid_eval_banks(
     data: Any, device: str | torch.device, cfg: TrainConfig | None = None, progress: bool = False,
-    size: tuple[int, int] | None = None,
+    size: tuple[int, int] | None = None, cache_dir: str | os.PathLike | None = None,
 ) -> ReIDBanks:  # fmt: skip
     """Decode the query / gallery (/ gt_bbox) images of a ReIDData at ``size`` (default ``cfg.reid_input``)
-    into banks on ``device``."""
+    into banks on ``device``. With ``cache_dir`` the decoded arrays are kept there (``.npy``, checked against
+    the file list and size), so a second run does not decode again."""
     device = resolve_device(device)
     cfg = cfg or TrainConfig()
     hw = tuple(size if size is not None else cfg.reid_input)
     cl = auto_flag(cfg.channels_last, device)
 
-    def bank(entries):
-        imgs = decode_images([e[0] for e in entries], size=hw, progress=progress)
+    def bank(entries, split):
+        cache = None if cache_dir is None else Path(cache_dir) / f"{data.name}_{split}_{hw[0]}x{hw[1]}.npy"
+        imgs = decode_images([e[0] for e in entries], size=hw, progress=progress, cache=cache)
         arr = np.asarray([e[1:] for e in entries], dtype=np.int64).reshape(-1, 2)
         return reid_bank(imgs, device, size=hw, train=False, channels_last=cl), arr[:, 0], arr[:, 1]
 
-    q, qp, qc = bank(data.query)
-    g, gp, gc = bank(data.gallery)
+    q, qp, qc = bank(data.query, "query")
+    g, gp, gc = bank(data.gallery, "gallery")
     mq = mqp = mqc = None
     if getattr(data, "gt_bbox", None):
-        mq, mqp, mqc = bank(data.gt_bbox)
+        mq, mqp, mqc = bank(data.gt_bbox, "gt_bbox")
     return ReIDBanks(q, g, qp, qc, gp, gc, mq, mqp, mqc)
 
 
@@ -160,7 +173,7 @@ def evaluate_reid(
     ``data`` is a ReIDData (decoded here at ``cfg.reid_input``) or :class:`ReIDBanks`. Features are
     ``model.embed``, distances are Euclidean, and ranking follows torchreid semantics
     (:func:`cdimlab.metrics.cmc_map`), on ``device``. Multi-query pools (mean) the gt_bbox features of the query's
-    identity in the query's camera (Market-1501). Introduced in notebook 03.
+    identity in the query's camera (Market-1501): ``mq_*`` by mean, ``mqmax_*`` by max. Introduced in notebook 03.
     """
     device = resolve_device(device)
     cfg = cfg or TrainConfig()
@@ -171,9 +184,10 @@ def evaluate_reid(
     out = {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9])}
     if multi_query and banks.mq is not None:
         mf = embed_images(model, banks.mq, device, cfg.eval_batch_size)[0]
-        pooled = multi_query_pool(mf, torch.as_tensor(banks.mq_pids), torch.as_tensor(banks.mq_camids),
-                                  torch.as_tensor(banks.q_pids), torch.as_tensor(banks.q_camids), mode="mean")  # fmt: skip
-        cmc_mq, map_mq = cmc_map(pairwise_distance(pooled.to(gf.device).float(), gf), banks.q_pids,
-                                 banks.g_pids, banks.q_camids, banks.g_camids)  # fmt: skip
-        out.update({"mq_mAP": float(map_mq), "mq_rank1": float(cmc_mq[0])})
+        for mode, prefix in (("mean", "mq"), ("max", "mqmax")):  # the paper does not say which pooling
+            pooled = multi_query_pool(mf, torch.as_tensor(banks.mq_pids), torch.as_tensor(banks.mq_camids),
+                                      torch.as_tensor(banks.q_pids), torch.as_tensor(banks.q_camids), mode=mode)  # fmt: skip
+            cmc_mq, map_mq = cmc_map(pairwise_distance(pooled.to(gf.device).float(), gf), banks.q_pids,
+                                     banks.g_pids, banks.q_camids, banks.g_camids)  # fmt: skip
+            out.update({f"{prefix}_mAP": float(map_mq), f"{prefix}_rank1": float(cmc_mq[0])})
     return out

@@ -25,7 +25,7 @@ from cdimlab.data import EpochSampler, TripletSampler, reid_bank, sbir_bank
 from cdimlab.data.transforms import to_device
 from cdimlab.losses import cross_entropy, triplet_ranking_loss
 from cdimlab.train.config import FitResult, TrainConfig, auto_flag, autocast
-from cdimlab.train.evaluate import evaluate_sbir, in_channels_of
+from cdimlab.train.evaluate import evaluate_sbir, in_channels_of, input_stats_of
 from cdimlab.train.loop import TrainLoop
 from cdimlab.utils import resolve_device
 
@@ -55,7 +55,8 @@ def fit_triplet(
                      f"triplet {getattr(train, 'category', '')}")  # fmt: skip
     dev, world = loop.device, loop.dist.world_size
     sizes = {"crop": cfg.sbir_input, "resize": cfg.sbir_resize, "sketch_std": cfg.sketch_std, "train": True,
-             "in_channels": in_channels_of(loop.raw), "channels_last": auto_flag(cfg.channels_last, dev)}  # fmt: skip
+             "in_channels": in_channels_of(loop.raw), "channels_last": auto_flag(cfg.channels_last, dev),
+             "stats": input_stats_of(loop.raw)}  # fmt: skip
     sketches, photos = sbir_bank(train.sketches, dev, **sizes), sbir_bank(train.photos, dev, **sizes)
     sampler = TripletSampler(train, mode=sampler_mode)
     per_rank = max(1, cfg.batch_size // world)
