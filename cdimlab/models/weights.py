@@ -23,6 +23,7 @@ from torch import nn
 _ENUMS = {
     "resnet50": ("ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
     "inception_v3": ("Inception_V3_Weights", ("IMAGENET1K_V1",)),
+    "mobilenet_v2": ("MobileNet_V2_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
 }
 # Keys of the torchvision checkpoint the backbones drop on purpose (classifier heads).
 _DROPPED_PREFIXES = ("fc.", "AuxLogits.")
