@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from cdimlab.models import (
     load_imagenet_weights,
     load_sketchanet_weights,
 )
-from cdimlab.models.weights import imagenet_filenames
+from cdimlab.models.weights import imagenet_filenames, load_npy_arrays
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +156,51 @@ def test_load_sketchanet_state_dict_and_errors(tmp_path):
         load_sketchanet_weights(SketchANet(113), tmp_path / "bad.npy")
     with pytest.raises(ValueError, match=r"w\.pt.*fc6\.weight"):  # trained at 113, loaded at 225
         load_sketchanet_weights(SketchANet(225), tmp_path / "w.pt")
+
+
+class _RunsCode:
+    """Unpickling this calls ``fn(*args)``: stands for a malicious weights file."""
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _npy_with_pickle(path: Path, obj) -> Path:
+    """A .npy file exactly as np.save writes a 0-d object array, holding ``pickle(obj)``."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": ()})
+        pickle.dump(obj, fh, protocol=3)
+    return path
+
+
+def test_load_npy_arrays_reads_dicts_of_arrays(tmp_path):
+    src = {"conv1": [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(2)], "fc": {"w": np.float32(2.5)}}
+    np.save(tmp_path / "ok.npy", src, allow_pickle=True)
+    got = load_npy_arrays(tmp_path / "ok.npy")
+    assert list(got) == ["conv1", "fc"] and got["fc"]["w"] == np.float32(2.5)
+    assert np.array_equal(got["conv1"][0], src["conv1"][0]) and got["conv1"][0].dtype == np.float32
+    np.save(tmp_path / "plain.npy", np.eye(3))  # a numeric array needs no pickle at all
+    assert np.array_equal(load_npy_arrays(tmp_path / "plain.npy"), np.eye(3))
+
+
+@pytest.mark.parametrize("how", ["os.system", "open"])
+def test_load_npy_arrays_refuses_code_without_running_it(tmp_path, how):
+    marker = tmp_path / "pwned"
+    evil = (
+        _RunsCode(os.system, (f"touch {marker}",))
+        if how == "os.system"
+        else _RunsCode(open, (str(marker), "w"))
+    )
+    path = _npy_with_pickle(tmp_path / "evil.npy", {"conv1": [np.zeros(2), evil]})
+    name = "system" if how == "os.system" else "open"
+    with pytest.raises(ValueError, match=rf"evil\.npy: refused to unpickle \w+\.{name}"):
+        load_npy_arrays(path)
+    with pytest.raises(ValueError, match="refused"):
+        load_sketchanet_weights(SketchANet(113), path)
+    assert not marker.exists()
 
 
 def test_imagenet_weights_missing_message(tmp_path, monkeypatch):

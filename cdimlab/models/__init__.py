@@ -6,6 +6,7 @@ from typing import Any
 
 from cdimlab.models.base import TappedBackbone
 from cdimlab.models.inception import InceptionV3Backbone
+from cdimlab.models.mobilenet import MobileNetV2Backbone
 from cdimlab.models.resnet import ResNet50Backbone
 from cdimlab.models.sketchanet import SketchANet, load_sketchanet_weights
 from cdimlab.models.weights import load_imagenet_weights
@@ -14,14 +15,15 @@ BACKBONES: dict[str, type[TappedBackbone]] = {
     "sketchanet": SketchANet,
     "resnet50": ResNet50Backbone,
     "inception_v3": InceptionV3Backbone,
+    "mobilenetv2": MobileNetV2Backbone,
 }
 
 
 def build_backbone(name: str, **kw: Any) -> TappedBackbone:
-    """Build a backbone by name (``"sketchanet"``, ``"resnet50"``, ``"inception_v3"``); ``kw`` go to its class.
+    """Build a backbone by name (``"sketchanet"``, ``"resnet50"``, ``"inception_v3"``, ``"mobilenetv2"``).
 
-    ``resnet50`` / ``inception_v3`` take ``weights=None | "imagenet" | path`` (default None: random init, no
-    download); ``sketchanet`` takes ``input_size`` and ``weights=<local file>`` (see
+    ``kw`` go to its class. ``resnet50`` / ``inception_v3`` / ``mobilenetv2`` take ``weights=None | "imagenet" |
+    path`` (default None: random init, no download); ``sketchanet`` takes ``input_size`` and ``weights=<local file>`` (see
     :func:`load_sketchanet_weights`).
     """
     if name not in BACKBONES:
@@ -42,6 +44,7 @@ def build_backbone(name: str, **kw: Any) -> TappedBackbone:
 __all__ = [
     "BACKBONES",
     "InceptionV3Backbone",
+    "MobileNetV2Backbone",
     "ResNet50Backbone",
     "SketchANet",
     "TappedBackbone",

@@ -7,10 +7,14 @@ Introduced in notebook 02. Layout at the paper's 1x225x225 input::
     conv3 256@3x3 p1  -> ReLU                         256x15x15   (tap conv3)
     conv4 256@3x3 p1  -> ReLU                         256x15x15   (tap conv4)
     conv5 256@3x3 p1  -> ReLU -> maxpool 3/2          256x7x7     (tap conv5 = pool5, 12,544 values)
-    fc6 512 -> ReLU -> dropout 0.5 -> fc7 256                     (final = fc7)
+    fc6 512 -> ReLU -> fc7 256                                    (final = fc7; no dropout, as the official tower)
 
-The paper fine-tunes a "step3" pre-trained model that is not obtainable today, so the default is random
-initialisation; :func:`load_sketchanet_weights` reads a local weights file when a user has one.
+The paper fine-tunes a "step3" pre-trained model that is not obtainable today, so the network learns from scratch;
+:func:`load_sketchanet_weights` reads a local weights file when a user has one. PyTorch's default init collapses this
+tower (activations shrink ~2x per layer and fc7 is mostly its bias, so all embeddings point the same way); every
+conv and fc layer is therefore Kaiming-normal (fan_in, ReLU gain) with zero biases (:func:`init_sketchanet`): each
+layer keeps the scale of its input, and with zero biases the network is positively homogeneous, so L2(fc7) does
+not depend on the input's contrast.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from cdimlab.models.base import Stage, TappedBackbone, _pair
+from cdimlab.models.weights import load_npy_arrays
 
 SKETCHANET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 
@@ -32,13 +37,14 @@ class SketchANet(TappedBackbone):
     """Sketch-a-Net with taps ``conv3``, ``conv4``, ``conv5`` (pooled) and final ``fc7`` (256-d).
 
     ``input_size`` (int or (H, W)) sizes ``fc6``: 225 is the paper's size; 113 is the CPU smoke size
-    (``conv5`` is then 256x2x2). ``dropout`` is applied after ``fc6`` in training mode only.
+    (``conv5`` is then 256x2x2). ``dropout`` (default 0: none, as in the official tower) adds a Dropout after
+    ``fc6``, active in training mode only. Weights are initialised by :func:`init_sketchanet`.
     """
 
     tap_names = ("conv3", "conv4", "conv5")
 
     def __init__(
-        self, input_size: int | tuple[int, int] = 225, dropout: float = 0.5, in_channels: int = 1
+        self, input_size: int | tuple[int, int] = 225, dropout: float = 0.0, in_channels: int = 1
     ) -> None:
         super().__init__()
         self.input_size = _pair(input_size)
@@ -55,8 +61,9 @@ class SketchANet(TappedBackbone):
         h, w = _pool5_size(self.input_size)
         self.pool5_shape = (256, h, w)
         self.fc6 = nn.Linear(256 * h * w, 512)
-        self.drop6 = nn.Dropout(dropout)
+        self.drop6 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc7 = nn.Linear(512, 256)
+        init_sketchanet(self)
 
     def stages(self) -> Iterator[Stage]:
         """Network order; ``conv5`` is the map after the last max-pool (pool5), as in the paper."""
@@ -76,6 +83,20 @@ class SketchANet(TappedBackbone):
                 f"pool5 {tuple(x.shape[1:])}; build SketchANet(input_size=<your crop size>)"
             )
         return x.flatten(1)
+
+
+def init_sketchanet(model: nn.Module) -> nn.Module:
+    """Kaiming-normal weights (fan_in, ReLU gain sqrt(2)) and zero biases for every conv and fc layer; in place.
+
+    He et al. (2015): weight std sqrt(2 / fan_in) keeps the activation scale constant through ReLU layers, so the
+    tower can learn from scratch (notebook 02 shows the collapse under PyTorch's default init).
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
 
 
 def _pool5_size(input_size: tuple[int, int]) -> tuple[int, int]:
@@ -146,7 +167,8 @@ def _to_torch_weight(
 def load_sketchanet_weights(model: SketchANet, path: str | os.PathLike) -> SketchANet:
     """Load local Sketch-a-Net weights into ``model`` (in place) and return it.
 
-    Accepted files: a ``.npy`` pickled dict in the TF release layout ``{layer: [W, b]}`` or
+    Accepted files: a ``.npy`` pickled dict (read by :func:`cdimlab.models.weights.load_npy_arrays`, which admits
+    only arrays, dtypes and plain containers) in the TF release layout ``{layer: [W, b]}`` or
     ``{layer: {"weights": W, "biases": b}}`` with layers ``conv1..conv5, fc6, fc7`` (a suffix such as
     ``conv1_s1`` is accepted; HWIO conv kernels are converted to OIHW), or a PyTorch state dict saved with
     ``torch.save`` (``.pt``/``.pth``, keys ``conv1.weight`` ...). Layers missing from the file or with the wrong
@@ -157,8 +179,7 @@ def load_sketchanet_weights(model: SketchANet, path: str | os.PathLike) -> Sketc
         raise FileNotFoundError(f"Sketch-a-Net weights file {path} does not exist")
     expected = _expected_shapes(model)
     if path.suffix == ".npy":
-        raw = np.load(path, allow_pickle=True, encoding="latin1")
-        raw = raw.item() if raw.dtype == object and raw.shape == () else raw
+        raw = load_npy_arrays(path)  # arrays only: never runs code from the file
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a pickled dict {{layer: [W, b]}}, got {type(raw).__name__}")
         state = {}

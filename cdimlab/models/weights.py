@@ -1,4 +1,5 @@
-"""Local ImageNet weights for the torchvision backbones: never downloaded, never silently random.
+"""Local weights files: ImageNet weights for the torchvision backbones (never downloaded, never silently random),
+and a ``.npy`` reader that admits only arrays (for the TF Sketch-a-Net release).
 
 Introduced in notebook 03 (ImageNet weights for ReID). The course machines (and the GPU machines) have no internet, so
 ``weights="imagenet"`` looks for the file torchvision itself would have cached, or a path the user gives, and
@@ -8,8 +9,13 @@ otherwise fails with a message that names the file and the exact folder to put i
 from __future__ import annotations
 
 import os
+import pickle
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any, BinaryIO
 
+import numpy as np
+import numpy.lib.format as npformat
 import torch
 from torch import nn
 
@@ -17,6 +23,7 @@ from torch import nn
 _ENUMS = {
     "resnet50": ("ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
     "inception_v3": ("Inception_V3_Weights", ("IMAGENET1K_V1",)),
+    "mobilenet_v2": ("MobileNet_V2_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
 }
 # Keys of the torchvision checkpoint the backbones drop on purpose (classifier heads).
 _DROPPED_PREFIXES = ("fc.", "AuxLogits.")
@@ -85,3 +92,74 @@ def load_imagenet_weights(model: nn.Module, arch: str, path: str | os.PathLike |
         )
     model.load_state_dict(state, strict=False)
     return file
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that can build numpy arrays, dtypes and scalars, nothing else.
+
+    Plain containers (dict, list, tuple, str, numbers) come from pickle opcodes and need no class lookup; every
+    class or function a pickle names goes through :meth:`find_class`, which refuses anything outside
+    :data:`_NPY_ALLOWED`, so a crafted file cannot make ``pickle`` call ``os.system`` or similar.
+    """
+
+    def __init__(self, file: BinaryIO, source: Path) -> None:
+        super().__init__(file, encoding="latin1")  # latin1: Python 2 pickles (the TF release) hold str bytes
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = _NPY_ALLOWED.get((module, name))
+        if obj is None:
+            raise ValueError(
+                f"{self.source}: refused to unpickle {module}.{name}; a weights .npy may hold only numpy arrays "
+                "in dicts/lists/tuples. If you trust this file, convert it once to a PyTorch state dict "
+                "(torch.save) on a machine where you may run its code."
+            )
+        return obj
+
+
+# (module, name) -> the object a numpy-array pickle may refer to. _reconstruct and scalar are taken from numpy's
+# own reduce results, so this works whether numpy calls its core package numpy.core (1.x) or numpy._core (2.x).
+_RECONSTRUCT = np.empty(0).__reduce__()[0]
+_SCALAR = np.float32(0).__reduce__()[0]
+_NPY_ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): OrderedDict,
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): _RECONSTRUCT for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): _SCALAR for core in ("core", "_core")},
+}
+
+
+def load_npy_arrays(path: str | os.PathLike) -> Any:
+    """Read a ``.npy`` file without running code: a plain array, or a pickled object made only of arrays.
+
+    ``np.load(allow_pickle=True)`` would let a crafted file run any code. Here the .npy header is read with
+    ``numpy.lib.format``; a numeric array loads as usual, and an object array (how ``np.save`` stores a dict,
+    e.g. the TF Sketch-a-Net release ``{layer: [W, b]}``) is unpickled by :class:`_ArrayOnlyUnpickler`. A 0-d
+    object array is unwrapped to the object it holds. Any other class in the pickle is a ValueError naming the file
+    and the class. Introduced in notebook 02.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        try:
+            version = npformat.read_magic(fh)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a .npy file ({err})") from err
+        if version == (1, 0):
+            shape, _, dtype = npformat.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = npformat.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"{path}: .npy format version {version} is not supported here (1.0 and 2.0 are)")
+        if not dtype.hasobject:
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+        try:
+            arr = _ArrayOnlyUnpickler(fh, path).load()
+        except (pickle.UnpicklingError, EOFError, TypeError, AttributeError) as err:
+            raise ValueError(
+                f"{path}: its pickled content cannot be read ({type(err).__name__}: {err})"
+            ) from err
+    if isinstance(arr, np.ndarray) and arr.dtype == object and arr.shape == ():
+        return arr.item()
+    return arr
