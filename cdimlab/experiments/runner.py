@@ -315,6 +315,7 @@ def make_record(exp: Experiment, profile: str, cfg: TrainConfig, trained: Traine
                 "wall_s": round(wall_s, 2), "data": {"synthetic": data.source["kind"] == "synthetic",
                 "kind": data.source["kind"], "path": data.source["path"]}, "env": env_info(device),
                 "untrained": untrained, "chance": chance,
+                "n_queries": len(data.test) if data.test is not None else len(data.reid.query),
                 "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
     return rec
 

@@ -115,4 +115,3 @@ def pair(size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-_pair = pair  # old name, still imported by sketchanet.py

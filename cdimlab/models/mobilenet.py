@@ -32,7 +32,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from cdimlab.models.base import Stage, TappedBackbone, _pair
+from cdimlab.models.base import Stage, TappedBackbone, pair
 from cdimlab.models.mobilenet_weights import load_mobilenetv2_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # 0-1 scale, as cdimlab.data.IMAGENET_MEAN
@@ -65,7 +65,7 @@ class MobileNetV2Backbone(TappedBackbone):
         if in_channels not in (1, 3):
             raise ValueError(f"MobileNetV2Backbone: in_channels must be 1 or 3, got {in_channels}")
         self.features = torchvision.models.mobilenet_v2(weights=None).features
-        self.input_size = _pair(input_size)
+        self.input_size = pair(input_size)
         self.in_channels = in_channels
         self.final_dim = 1280
         self.tap_channels = dict(zip(BLOCKS, _CHANNELS, strict=True))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cdimlab.models.base import Stage, TappedBackbone, _pair
+from cdimlab.models.base import Stage, TappedBackbone, pair
 from cdimlab.models.weights import load_npy_arrays
 
 SKETCHANET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -47,7 +47,7 @@ class SketchANet(TappedBackbone):
         self, input_size: int | tuple[int, int] = 225, dropout: float = 0.0, in_channels: int = 1
     ) -> None:
         super().__init__()
-        self.input_size = _pair(input_size)
+        self.input_size = pair(input_size)
         self.in_channels = in_channels
         self.final_dim = 256
         self.tap_channels = {"conv3": 256, "conv4": 256, "conv5": 256}
