@@ -65,6 +65,9 @@ def run_track(seeds: Sequence[int] = (0,), datasets: Sequence[str] | None = None
             missing.add(ds)
             log(f"    skipped {ds}: {err}")
             continue
+        except (RuntimeError, ValueError) as err:  # one failed run must not lose the others
+            log(f"    FAILED {name} seed {seed}: {type(err).__name__}: {err}")
+            continue
         m, u = rec["metrics"], rec.get("untrained") or {}
         key = HEADLINE[rec["task"]]
         log(

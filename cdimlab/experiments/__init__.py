@@ -9,10 +9,10 @@ Introduced in notebook 06 (ablations) and used by notebook 08 (reproducing the t
 from cdimlab.experiments.catalogue import (
     CATEGORIES,
     EXPERIMENTS,
+    LAPTOP_PAIRS,
     OURS_REID,
     OURS_SBIR,
     PAPER_TABLES,
-    LAPTOP_PAIRS,
     PROFILES,
     REID_METRICS,
     SBIR_METRICS,

@@ -20,7 +20,11 @@ from cdimlab.train.config import TrainConfig
 
 SBIR_METRICS = ("acc@1", "acc@10")
 REID_METRICS = ("mAP", "rank1", "mq_mAP", "mq_rank1")
-PROFILES = ("smoke", "laptop", "full")  # CI pipeline check | real data on 2 CPU cores | the paper's GPU recipe
+PROFILES = (
+    "smoke",
+    "laptop",
+    "full",
+)  # CI pipeline check | real data on 2 CPU cores | the paper's GPU recipe
 
 
 @dataclass(frozen=True)
@@ -90,17 +94,22 @@ CUHK_FULL = replace(REID_FULL, lr=5e-4, iterations=75_000)
 # from-scratch tower at CPU budgets). Validation (10 % of train) selects the best of every eval_every iterations.
 SBIR_LAPTOP = replace(
     SBIR_SMOKE, iterations=400, batch_size=16, lr=1e-4, eval_every=50, patience=100, checkpoint_every=50,
-    log_every=10, sbir_input=177, sbir_resize=200, eval_protocol="center",
+    log_every=10, sbir_input=177, sbir_resize=200, eval_protocol="center", eval_batch_size=64,
 )  # fmt: skip
 # ImageNet MobileNetV2 on sketches / edge maps (1 channel mapped onto ImageNet statistics), 128 crops of 144
-MNV2_SBIR_LAPTOP = replace(SBIR_LAPTOP, iterations=200, lr=1e-4, eval_every=50, sbir_input=128, sbir_resize=144)
-# ImageNet MobileNetV2 on Market-1501 at 128x64: 400 iterations of 64 = 2 epochs of the 12,936 training images
+MNV2_SBIR_LAPTOP = replace(
+    SBIR_LAPTOP, iterations=200, lr=1e-4, eval_every=50, sbir_input=128, sbir_resize=144
+)
+# ImageNet MobileNetV2 on Market-1501 at 128x64: 300 iterations of 64 = 1.5 epochs of the 12,936 training images
+# (evaluation batches of 64: on 2 CPU cores MobileNetV2 embeds ~2.5x faster than in batches of 256)
 MNV2_REID_LAPTOP = replace(
-    REID_FULL, iterations=400, batch_size=64, lr=3.5e-4, lr_decay=1.0, checkpoint_every=100, log_every=10,
-    reid_input=(128, 64), eval_batch_size=256,
+    REID_FULL, iterations=300, batch_size=64, lr=3.5e-4, lr_decay=1.0, checkpoint_every=100, log_every=10,
+    reid_input=(128, 64), eval_batch_size=64,
 )  # fmt: skip
 MNV2_OURS_SBIR = FusionConfig(("block13",), "flatten", None, True)  # 96 x 8 x 8 at 128 px, + L2(GAP(block18))
-MNV2_OURS_REID = FusionConfig(("block16", "block17"), "gap", 256, False)  # as res5a/res5b -> FC, + GAP(block18)
+MNV2_OURS_REID = FusionConfig(
+    ("block16", "block17"), "gap", 256, False
+)  # as res5a/res5b -> FC, + GAP(block18)
 
 
 def _sbir(profile_full: TrainConfig = SBIR_FULL, smoke: TrainConfig = SBIR_SMOKE,
@@ -252,11 +261,11 @@ def _laptop_track() -> list[Experiment]:
 
 EXPERIMENTS: dict[str, Experiment] = _build_experiments()
 # the laptop track: (Vanilla, Ours) pairs run by `python -m cdimlab laptop` over seeds
-LAPTOP_PAIRS: tuple[tuple[str, str], ...] = (
+LAPTOP_PAIRS: tuple[tuple[str, str], ...] = (  # cheapest first: one seed of each finishes early
     ("shoes_mnv2_vanilla", "shoes_mnv2_ours"),
     ("chairs_mnv2_vanilla", "chairs_mnv2_ours"),
-    ("market_mnv2_vanilla", "market_mnv2_ours"),
     ("shoes_vanilla", "shoes_ours"),
+    ("market_mnv2_vanilla", "market_mnv2_ours"),
     ("handbags_mnv2_vanilla", "handbags_mnv2_ours"),
 )
 

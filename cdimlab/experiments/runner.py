@@ -241,7 +241,9 @@ def fit(exp: Experiment, cfg: TrainConfig, data: RunData, device: Any = "auto", 
         res = fit_triplet(model, data.train, data.val, cfg, dev, folder, resume=resume, progress=progress)
         return Trained(res.model, res, {"protocol": cfg.eval_protocol})
     size = tuple(cfg.reid_input)
-    cache = None if data.cache_dir is None else data.cache_dir / f"{data.reid.name}_train_{size[0]}x{size[1]}.npy"
+    cache = (
+        None if data.cache_dir is None else data.cache_dir / f"{data.reid.name}_train_{size[0]}x{size[1]}.npy"
+    )
     imgs = decode_images([e[0] for e in data.reid.train], size=size, progress=progress, cache=cache)
     labels = torch.as_tensor([e[1] for e in data.reid.train])
     model = build_model(exp, cfg, num_classes=data.reid.num_train_pids, weights=weights)
@@ -250,7 +252,12 @@ def fit(exp: Experiment, cfg: TrainConfig, data: RunData, device: Any = "auto", 
 
 
 def evaluate(
-    exp: Experiment, model: nn.Module, data: RunData, cfg: TrainConfig, device: Any = "auto"
+    exp: Experiment,
+    model: nn.Module,
+    data: RunData,
+    cfg: TrainConfig,
+    device: Any = "auto",
+    multi_query: bool = True,
 ) -> dict:
     """Test-split metrics of ``model``: acc@1/acc@10 (FG-SBIR, ``cfg.eval_protocol``) or mAP/CMC (ReID)."""
     dev = resolve_device(device)
@@ -258,7 +265,7 @@ def evaluate(
         return evaluate_sbir(model.to(dev), data.test, dev, cfg.eval_protocol, cfg)
     if data.banks is None:  # decoded once per run: a bad query/gallery image fails before training, not after
         data.banks = reid_eval_banks(data.reid, dev, cfg, cache_dir=data.cache_dir)
-    return evaluate_reid(model.to(dev), data.banks, dev, multi_query=True, cfg=cfg)
+    return evaluate_reid(model.to(dev), data.banks, dev, multi_query=multi_query, cfg=cfg)
 
 
 def chance_of(exp: Experiment, data: RunData) -> dict[str, float]:
@@ -275,13 +282,14 @@ def chance_of(exp: Experiment, data: RunData) -> dict[str, float]:
 def untrained_score(exp: Experiment, cfg: TrainConfig, data: RunData, device: Any = "auto",
                     weights: str | None = None) -> dict[str, float] | None:  # fmt: skip
     """Test metrics of the same network at its initial weights (same seed as the trained run): the floor a
-    trained number must clear. None for rows that do not train (HOG, eval-only)."""
+    trained number must clear. None for rows that do not train (HOG, eval-only). ReID: single query only
+    (multi-query would embed Market's 25,259 gt_bbox images once more for a floor)."""
     if exp.model == "hog" or exp.eval_only_from:
         return None
     seed_everything(cfg.seed)
     classes = data.reid.num_train_pids if exp.task == "reid" else None
     model = build_model(exp, cfg, num_classes=classes, weights=weights)
-    return evaluate(exp, model, data, cfg, device)
+    return evaluate(exp, model, data, cfg, device, multi_query=False)
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -374,7 +382,18 @@ def run_experiment(
     )
     metrics = trained.metrics if trained.model is None else evaluate(exp, trained.model, data, cfg, dev)
     record = make_record(
-        exp, profile, cfg, trained, metrics, data, weights, folder, time.perf_counter() - t0, dev, untrained, chance
+        exp,
+        profile,
+        cfg,
+        trained,
+        metrics,
+        data,
+        weights,
+        folder,
+        time.perf_counter() - t0,
+        dev,
+        untrained,
+        chance,
     )
     write_record(path, record)
     return record

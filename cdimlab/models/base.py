@@ -113,5 +113,3 @@ def pair(size: int | Sequence[int]) -> tuple[int, int]:
     if len(size) != 2:
         raise ValueError(f"input_size must be an int or (H, W), got {size!r}")
     return size  # type: ignore[return-value]
-
-
