@@ -55,6 +55,10 @@ def _sync(device: torch.device) -> None:
 def model_only_rate(model: torch.nn.Module, x: torch.Tensor, loss_fn, cfg: TrainConfig, steps: int) -> float:
     """img/s of forward + loss + backward + optimiser step on a fixed batch ``x`` already on the device."""
     device = x.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = (
+            True  # as the trainer sets it (cdimlab.train.loop): same kernels for both
+        )
     model.train()
     opt = make_optimizer(model.parameters(), cfg)
     if auto_flag(cfg.channels_last, device):
@@ -123,6 +127,33 @@ def bench_reid(device: torch.device, s: BenchSizes) -> dict[str, Any]:
     }
 
 
+def bench_laptop(device: torch.device, s: BenchSizes) -> dict[str, Any]:
+    """The laptop track's ReID step (MobileNetV2, 128x64, batch 64, Ours fusion): model-only vs fit_classifier.
+
+    Random weights (timing does not depend on them, and CI has no ImageNet file); the trainer's ImageBank path on
+    the CPU must stay within 0.9x of the model-only rate (the model, not the input pipeline, bounds training).
+    """
+    exp = replace(EXPERIMENTS["market_mnv2_ours"], weights=None)
+    cfg = replace(exp.config("laptop"), iterations=s.steps + 1, checkpoint_every=10**9, log_every=10**9)
+    b, (h, w) = cfg.batch_size, tuple(cfg.reid_input)
+    torch.manual_seed(0)
+    x = torch.randn(b, 3, h, w, device=device)
+    y = torch.randint(0, s.n_ids, (b,), device=device)
+    only = model_only_rate(build_model(exp, cfg, num_classes=s.n_ids).to(device), x,
+                           lambda out: cross_entropy(out, y), cfg, s.steps)  # fmt: skip
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (max(s.n_images, 2 * b), h, w, 3), dtype=np.uint8)
+    labels = torch.as_tensor(rng.integers(0, s.n_ids, len(imgs)))
+    res = fit_classifier(
+        build_model(exp, cfg, num_classes=s.n_ids), imgs, labels, cfg, device, None, progress=False
+    )
+    return {
+        "task": f"laptop: ReID MobileNetV2 {h}x{w}, batch {b}",
+        "model_only": only,
+        "trainer": res.img_per_s,
+    }
+
+
 def bench_cmc(device: torch.device, shape: tuple[int, int] = (3368, 19732), repeats: int = 3) -> float:
     """Seconds for ``cmc_map`` on random distances of ``shape`` (Market-1501 test scale by default)."""
     g = torch.Generator().manual_seed(0)
@@ -183,6 +214,8 @@ def run_bench(
         raise ValueError(f"sizes must be 'auto' or one of {sorted(SIZES)}, got {sizes!r}")
     s = SIZES[key] if steps is None else replace(SIZES[key], steps=steps)
     rows = [bench_sbir(dev, s), bench_reid(dev, s)]
+    if key != "tiny":
+        rows.append(bench_laptop(dev, s))
     cmc_s = bench_cmc(dev, cmc_shape)
     info = env_info(dev)
     text = format_table(rows, cmc_s, cmc_shape, info)

@@ -239,9 +239,9 @@ def cmd_laptop(args: argparse.Namespace) -> int:
     print(f"laptop track: seeds {args.seeds}, data {root}, device {args.device}", flush=True)
     run_track(args.seeds, args.only, root, args.out, args.runs, args.device, args.force,
               log=lambda m: print(m, flush=True), progress=sys.stderr.isatty())  # fmt: skip
-    paths = write_summary(args.out)
+    paths = write_summary(args.out, args.runs)
     print(paths["markdown"].read_text())
-    print(f"wrote {paths['markdown']} and {paths['plot']}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from cdimlab.experiments import LAPTOP_PAIRS, get_experiment, result_path, run_experiment
+from cdimlab.experiments import LAPTOP_PAIRS, get_experiment, result_path, run_dir, run_experiment
 from cdimlab.utils import REPO_ROOT, atomic_write_text
+from cdimlab.viz.plots import plot_learning_curves
 
 PROFILE = "laptop"
 HEADLINE = {"fgsbir": "acc@1", "reid": "rank1"}  # the metric each pair's verdict is read from
@@ -201,14 +202,38 @@ def plot_pairs(summaries: Sequence[PairSummary]) -> Figure:
     return fig
 
 
-def write_summary(out_root: Any = None) -> dict[str, Path]:
-    """Write ``results/laptop/SUMMARY.md`` and ``laptop.png`` from the records there; returns their paths."""
+def plot_curves(runs_root: Any = None, pair: tuple[str, str] = ("shoes_vanilla", "shoes_ours"),
+                seed: int = 0) -> Figure | None:  # fmt: skip
+    """Training loss and validation acc@1 of one laptop pair (from the runs' ``log.csv``), or None when absent."""
+    folders = [run_dir(n, PROFILE, runs_root, seed) for n in pair]
+    if not all((f / "log.csv").is_file() for f in folders):
+        return None
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    for ax, name, folder in zip(fig.subplots(1, 2), pair, folders, strict=True):
+        plot_learning_curves(folder / "log.csv", ax=ax)
+        ax.set_title(f"{name} (laptop, real data, seed {seed})", fontsize=9)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    tmp = path.with_suffix(f".tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    return path
+
+
+def write_summary(out_root: Any = None, runs_root: Any = None) -> dict[str, Path]:
+    """Write ``results/laptop/SUMMARY.md``, ``laptop.png`` and the Sketch-a-Net learning curves
+    (``curves_shoes_sketchanet.png``, from the run folders when they exist); returns their paths."""
     folder = Path(out_root if out_root is not None else REPO_ROOT / "results") / PROFILE
     summaries = summarize_pairs(load_records(out_root))
-    md = atomic_write_text(folder / "SUMMARY.md", render_markdown(summaries))
-    png = folder / "laptop.png"
+    out = {
+        "markdown": atomic_write_text(folder / "SUMMARY.md", render_markdown(summaries)),
+        "plot": folder / "laptop.png",
+    }
     if summaries:
-        tmp = png.with_suffix(f".tmp{os.getpid()}.png")
-        plot_pairs(summaries).savefig(tmp, dpi=110)
-        os.replace(tmp, png)
-    return {"markdown": md, "plot": png}
+        _save(plot_pairs(summaries), out["plot"])
+    curves = plot_curves(runs_root)
+    if curves is not None:
+        out["curves"] = _save(curves, folder / "curves_shoes_sketchanet.png")
+    return out
