@@ -72,8 +72,17 @@ def table_rows(table: Any, results: dict[str, dict[str, Any]]) -> list[dict[str,
             paper = row.paper.get(m)
             here = rec["metrics"].get(m) if rec else None
             r[m] = (paper, here)
+        r["floor"] = floor_text(rec, table.metrics[0]) if rec else DASH
         rows.append(r)
     return rows
+
+
+def floor_text(rec: dict[str, Any], metric: str) -> str:
+    """``untrained U / chance C (n=N)`` for ``metric`` of one record: what a trained number must clear."""
+    u = (rec.get("untrained") or {}).get(metric)
+    c = (rec.get("chance") or {}).get(metric)
+    n = rec.get("n_queries")
+    return f"{_pct(u)} / {_pct(c)}" + (f" (n={n})" if n else "")
 
 
 def render_markdown(table: Any, results: dict[str, dict[str, Any]]) -> str:
@@ -81,7 +90,7 @@ def render_markdown(table: Any, results: dict[str, dict[str, Any]]) -> str:
     head = (
         ["", "row"]
         + [f"{METRIC_LABEL[m]} {w}" for m in table.metrics for w in ("paper", "here", "Δ")]
-        + ["source"]
+        + [f"{METRIC_LABEL[table.metrics[0]]} untrained / chance (n queries)", "source"]
     )
     lines = [f"### Table {table.number}. {table.title}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]  # fmt: skip
@@ -90,7 +99,7 @@ def render_markdown(table: Any, results: dict[str, dict[str, Any]]) -> str:
         for m in table.metrics:
             p, h = r[m]
             cells += [_pct(p), _pct(h), _delta(h, p)]
-        lines.append("| " + " | ".join(cells + [r["source"]]) + " |")
+        lines.append("| " + " | ".join(cells + [r["floor"], r["source"]]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -99,7 +108,7 @@ def render_html(table: Any, results: dict[str, dict[str, Any]]) -> str:
     head = (
         ["", "row"]
         + [f"{METRIC_LABEL[m]} {w}" for m in table.metrics for w in ("paper", "here", "Δ")]
-        + ["source"]
+        + [f"{METRIC_LABEL[table.metrics[0]]} untrained / chance (n queries)", "source"]
     )
     out = [f"<h3>Table {table.number}. {html.escape(table.title)}</h3>", "<table>",
            "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]  # fmt: skip
@@ -108,6 +117,7 @@ def render_html(table: Any, results: dict[str, dict[str, Any]]) -> str:
         for m in table.metrics:
             p, h = r[m]
             cells += [_pct(p), _pct(h), _delta(h, p)]
+        cells.append(html.escape(r["floor"]))
         cls = ' class="cited"' if r["source"].startswith("cited") else ""
         cells.append(html.escape(r["source"]))
         out.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -130,7 +140,8 @@ def plot_table(
     metrics = table.metrics[:2]
     fig = None
     if ax is None:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4 + 1.2 * len(rows), 3.6), squeeze=False)
+        width = min(12.5, 3 + 0.9 * len(rows) * len(metrics))  # <= 1,125 px at 90 dpi: fits the 1,200 px page
+        fig, axes = plt.subplots(1, len(metrics), figsize=(width, 3.6), squeeze=False)
         axes = axes[0]
     else:
         axes = [ax]
@@ -141,7 +152,10 @@ def plot_table(
         paper = [100 * (r[m][0] if r[m][0] is not None else np.nan) for r in rows]
         here = [100 * (r[m][1] if r[m][1] is not None else np.nan) for r in rows]
         a.bar(x - 0.2, paper, 0.4, label="paper", color="#999999")
-        a.bar(x + 0.2, here, 0.4, label="here", color="#1f77b4")
+        here_label = (
+            "+".join(sorted({r["source"].split(" (")[0] for r in rows if r[m][1] is not None})) or "here"
+        )
+        a.bar(x + 0.2, here, 0.4, label=here_label, color="#1f77b4")
         a.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
         a.set_ylabel(f"{METRIC_LABEL[m]} (%)")
         a.set_ylim(0, 100)
@@ -171,15 +185,18 @@ def write_report(
     out = results_dir / profile
     nums = sorted(tables) if tables else sorted(PAPER_TABLES)
     sources = sorted({r["_source"] for r in results.values()})
+    title = f"The Devil is in the Middle: paper vs here ({profile} profile)"
     intro = (
-        f"# The Devil is in the Middle: paper vs here ({profile} profile)\n\n"
-        f"Numbers are percentages. 'here' comes from {results_dir}/<profile>/*.json; profiles used: "
+        f"Numbers are percentages. 'here' comes from results/&lt;profile&gt;/*.json; profiles used: "
         f"{', '.join(sources) or 'none yet'}. Rows from `full` are GPU runs of the paper's schedule; rows from "
         "`smoke` are tiny CPU runs (usually on synthetic data) that only show the pipeline works and are NOT "
-        "comparable to the paper. Cited rows are the paper's competitor numbers, not re-run. — = not available. "
-        "FG-SBIR acc@K uses the protocol in each run's config (`eval_protocol`: 10view or center).\n"
+        "comparable to the paper. Each trained row shows the same network's untrained score and chance for the "
+        "first metric, with the number of test queries. Cited rows are the paper's competitor numbers, not "
+        "re-run. — = not available (no run, or no such number: the HOG row is our own baseline, not the paper's "
+        "Dense-HOG). FG-SBIR acc@K uses the protocol in each run's config (`eval_protocol`: 10view or center). "
+        "The laptop track (real data, CPU) has its own page: results/laptop/SUMMARY.md."
     )
-    md, body = [intro], []
+    md, body = [f"# {title}\n\n" + intro.replace("&lt;", "<").replace("&gt;", ">") + "\n"], []
     for n in nums:
         t = PAPER_TABLES[n]
         md.append(render_markdown(t, results))
@@ -191,9 +208,10 @@ def write_report(
             body.append(f'<img src="plots/table_{n}.png" alt="Table {n} paper vs here">')
     style = ("<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
              "margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
-             "tr.cited{color:#888}</style>")  # fmt: skip
+             "tr.cited{color:#888}img{max-width:100%}</style>")  # fmt: skip
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>cdimlab report ({profile})</title>{style}"
-            f"</head><body><p>{html.escape(intro)}</p>" + "\n".join(body) + "</body></html>\n")  # fmt: skip
+            f"</head><body><h1>{html.escape(title)}</h1><p>{intro.replace('`', '')}</p>" + "\n".join(body)
+            + "</body></html>\n")  # fmt: skip
     paths = {"markdown": out / "REPORT.md", "html": out / "report.html"}
     atomic_write_text(paths["markdown"], "\n".join(md))
     atomic_write_text(paths["html"], page)

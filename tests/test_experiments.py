@@ -8,6 +8,7 @@ import pytest
 
 from cdimlab.experiments import (
     EXPERIMENTS,
+    LAPTOP_PAIRS,
     PAPER_TABLES,
     experiments_for_tables,
     get_experiment,
@@ -32,7 +33,9 @@ def test_every_trained_row_has_an_experiment_and_cited_rows_have_none():
                 assert row.experiment in EXPERIMENTS, row
                 assert EXPERIMENTS[row.experiment].paper == row.paper, row
     trained = {r.experiment for t in PAPER_TABLES.values() for r in t.rows if r.experiment}
-    assert trained == set(EXPERIMENTS)  # no orphan experiments
+    laptop_only = {n for pair in LAPTOP_PAIRS for n in pair if EXPERIMENTS[n].table == 0}
+    assert trained | laptop_only == set(EXPERIMENTS)  # no orphan experiments
+    assert all(set(EXPERIMENTS[n].profiles) == {"laptop"} for n in laptop_only)  # the laptop track's own rows
 
 
 def test_shared_rows_share_one_experiment():
@@ -152,3 +155,46 @@ def test_run_experiment_skips_existing_results(tiny_runs):
     again = run_experiment("shoes_vanilla", "smoke", root / "data", root / "results", "cpu",
                            runs_root=root / "runs", progress=False)  # fmt: skip
     assert again["finished_utc"] == recs["shoes_vanilla"]["finished_utc"]
+
+
+def test_records_hold_untrained_chance_and_no_machine_paths(tiny_runs):
+    root, recs = tiny_runs
+    rec = recs["shoes_vanilla"]
+    assert rec["chance"] == {"acc@1": 1 / 30, "acc@10": 10 / 30} and rec["n_queries"] == 30
+    assert set(rec["untrained"]) == {"acc@1", "acc@10"}
+    assert (
+        recs["market_vanilla"]["untrained"]["rank1"] >= 0 and 0 < recs["market_vanilla"]["chance"]["mAP"] < 1
+    )
+    assert recs["shoes_hog"]["untrained"] is None  # nothing to train, no floor of its own; chance still given
+    assert recs["shoes_hog"]["chance"]["acc@1"] == 1 / 30
+    text = json.dumps(rec)
+    assert str(root) not in text and rec["data"]["kind"] == "synthetic"
+    assert not rec["schedule"]["run_dir"].startswith("/")
+    # the untrained score is the same network at the very weights training started from (same seed)
+    from cdimlab.experiments import build_model, evaluate, load_data
+    from cdimlab.utils import seed_everything
+
+    exp = get_experiment("shoes_vanilla")
+    cfg = exp.config("smoke")
+    data = load_data(exp, "smoke", root / "data", cfg=cfg)
+    seed_everything(0)
+    assert evaluate(exp, build_model(exp, cfg), data, cfg, "cpu") == rec["untrained"]
+
+
+def test_other_seeds_get_their_own_record_and_run_folder(tiny_runs):
+    root, _ = tiny_runs
+    rec = run_experiment("shoes_vanilla", "smoke", root / "data", root / "results", "cpu", seed=1,
+                         runs_root=root / "runs", progress=False, config_overrides={"iterations": 2})  # fmt: skip
+    assert rec["seed"] == 1 and (root / "results" / "smoke" / "shoes_vanilla.seed1.json").is_file()
+    assert (root / "runs" / "smoke" / "shoes_vanilla.seed1").is_dir()
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        run_experiment("shoes_vanilla", "smoke", root / "data", root / "results", "cpu", seed=-1)
+
+
+def test_laptop_and_full_never_fall_back_to_synthetic_data(tmp_path):
+    for profile, name in (("full", "shoes_ours"), ("laptop", "shoes_ours"), ("full", "market_ours")):
+        with pytest.raises(FileNotFoundError, match="Prepare it with"):
+            run_experiment(
+                name, profile, tmp_path / "typo", tmp_path / "r", "cpu", runs_root=tmp_path / "runs"
+            )
+    assert not (tmp_path / "r").exists() and not (tmp_path / "typo").exists()

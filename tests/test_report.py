@@ -9,14 +9,15 @@ from cdimlab.report import load_results, render_markdown, write_report
 from cdimlab.utils import atomic_write_json
 
 
-def _fake(root, profile, name, metrics, synthetic=True):
+def _fake(root, profile, name, metrics, synthetic=True, **extra):
     rec = {"experiment": name, "metrics": metrics, "paper": EXPERIMENTS[name].paper,
-           "data": {"synthetic": synthetic, "path": "x"}}  # fmt: skip
+           "data": {"synthetic": synthetic, "path": "x"}} | extra  # fmt: skip
     atomic_write_json(root / profile / f"{name}.json", rec)
 
 
 def test_report_renders_paper_vs_here(tmp_path):
-    _fake(tmp_path, "smoke", "shoes_ours", {"acc@1": 0.5, "acc@10": 0.9})
+    _fake(tmp_path, "smoke", "shoes_ours", {"acc@1": 0.5, "acc@10": 0.9}, untrained={"acc@1": 0.2},
+          chance={"acc@1": 1 / 30}, n_queries=30)  # fmt: skip
     _fake(tmp_path, "smoke", "market_ours", {"mAP": 0.1, "rank1": 0.2, "mq_mAP": 0.3, "mq_rank1": 0.4})
     _fake(
         tmp_path, "full", "market_ours", {"mAP": 0.7, "rank1": 0.8, "mq_mAP": 0.75, "mq_rank1": 0.85}, False
@@ -27,9 +28,12 @@ def test_report_renders_paper_vs_here(tmp_path):
     md = paths["markdown"].read_text()
     # Table 7 row conv5 (Ours): paper 64.35, here 50.00, delta -14.35 ; cited rows marked ; missing runs as a dash
     assert (
-        "| conv5 (Ours) (`shoes_ours`) | 64.35 | 50.00 | -14.35 | 93.04 | 90.00 | -3.04 | smoke (synthetic data) |"
-        in md
+        "| conv5 (Ours) (`shoes_ours`) | 64.35 | 50.00 | -14.35 | 93.04 | 90.00 | -3.04 | 20.00 / 3.33 (n=30) "
+        "| smoke (synthetic data) |" in md
     )
+    assert str(tmp_path) not in md and str(tmp_path) not in paths["html"].read_text()  # no machine paths
+    assert "<h1>The Devil is in the Middle" in paths["html"].read_text()  # a heading, not raw Markdown
+    assert "| HOG + linear ranking (course baseline) (`shoes_hog`) | — |" in md  # no Dense-HOG number beside it
     assert "cited [27], not re-run" in md
     assert "| conv3 (`shoes_conv3`) | 60.00 | — | — |" in md
     # the full (GPU, real data) record wins over the smoke one, and says so
