@@ -165,14 +165,23 @@ def load_verified(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        if "Unsupported global" in str(err) or "GLOBAL" in str(err):  # a callable to run: a crafted file
             raise CheckpointError(
                 f"refusing to load {path}: it holds Python objects that cdimlab never writes (unpickling them could "
                 f"run arbitrary code); it is not a cdimlab {what}. {FIX}"
             ) from None
-        raise CheckpointError(f"{what} {path} is corrupt ({err}); {FIX}") from None
+        raise CheckpointError(f"{what} {path} is corrupt ({short_reason(err)}); {FIX}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"{what} {path} is unreadable (truncated or corrupt: {err}); {FIX}") from None
+        raise CheckpointError(
+            f"{what} {path} is unreadable (truncated or corrupt: {short_reason(err)}); {FIX}"
+        ) from None
+
+
+def short_reason(err: BaseException) -> str:
+    """The telling line of a torch / pickle error (they run to many lines of advice that do not apply here)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    telling = [ln for ln in lines if "Unsupported" in ln or "failed" in ln.lower()]
+    return ((telling or lines or [type(err).__name__])[0])[:200]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
