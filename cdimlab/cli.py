@@ -11,8 +11,12 @@ import argparse
 import json
 import os
 import runpy
+import shlex
+import signal
 import sys
 import time
+import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +36,13 @@ from cdimlab.experiments import (
     run_experiment,
     summarize,
 )
+from cdimlab.experiments.runner import experiment_of
 from cdimlab.laptop import run_track, write_summary
 from cdimlab.report import write_report
-from cdimlab.train import best_weights_path, shutdown_distributed
-from cdimlab.utils import REPO_ROOT, default_data_root
+from cdimlab.train import CHECKPOINT, best_weights_path, load_checkpoint, shutdown_distributed
+from cdimlab.utils import REPO_ROOT, default_data_root, resolve_device
+
+DEBUG_ENV = "CDIMLAB_DEBUG"  # =1: show the traceback of an error instead of one `error: ...` line
 
 DESCRIPTION = """\
 cdimlab: reproduce "The Devil is in the Middle" (Yu et al.) - mid-level feature fusion for
@@ -54,6 +61,30 @@ recipe on a CUDA GPU. laptop and full never fall back to synthetic data.
 """
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (iteration counts)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type: an integer >= 0 (seeds)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: auto, cpu, cuda, cuda:N or mps (whether that device exists is checked in :func:`main`)."""
+    base, _, index = text.partition(":")
+    if text != "auto" and (base not in ("cpu", "cuda", "mps") or (index and not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=PROFILES, default="smoke",
                    help="smoke: synthetic, tiny (default); laptop: real data on a CPU; full: the paper's schedule on a GPU")  # fmt: skip
@@ -61,8 +92,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="data root holding qmul_v1/, reid/ (default: $CDIMLAB_DATA or ./data); with --profile smoke "
                         "an absent dataset is replaced by its synthetic stand-in (in .cache/, said on stderr)")  # fmt: skip
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default: <repo>/results)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", type=device_name,
+                   help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1 ...")  # fmt: skip
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,9 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "<out>/<profile>/<EXPERIMENT>.json. Checkpoints go to runs/<profile>/<EXPERIMENT>/.")  # fmt: skip
     p.add_argument("experiment", help="experiment name, e.g. shoes_ours, market_vanilla (see `list`)")
     _add_common(p)
-    p.add_argument("--resume", action="store_true", help="continue from runs/<profile>/<name>/checkpoint.pt")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue from runs/<profile>/<name>/checkpoint.pt (refused for another recipe)")  # fmt: skip
+    again.add_argument("--fresh", action="store_true",
+                       help="start over although the run folder holds a checkpoint (its files move to old-<time>/)")  # fmt: skip
     p.add_argument("--runs", default=None, metavar="DIR", help="checkpoint folder root (default: runs/)")
-    p.add_argument("--iterations", type=int, default=None, help="override the profile's iteration count")
+    p.add_argument("--iterations", type=positive_int, default=None,
+                   help="override the profile's iteration count")  # fmt: skip
 
     p = sub.add_parser("eval", help="evaluate a trained run folder (or show a result JSON)",
                        description="RUN is a run folder (runs/<profile>/<name>, holding best_model.pt) or a "
@@ -91,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", default=None, metavar="ROOT", help="data root (default: $CDIMLAB_DATA or ./data)"
     )
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=device_name)
 
     p = sub.add_parser("reproduce", help="run every table (3-11) and render 'paper vs here' into results/",
                        description="Train and evaluate every experiment the chosen tables need (each shared run "
@@ -117,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default: <repo>/results)")
     p.add_argument("--runs", default=None, metavar="DIR", help="checkpoint folder root (default: runs/)")
     p.add_argument(
-        "--device", default="cpu", help="cpu (default; the track is sized for 2 CPU cores) or cuda"
+        "--device",
+        default="cpu",
+        type=device_name,
+        help="cpu (default; the track is sized for 2 CPU cores) or cuda",
     )
     p.add_argument("--force", action="store_true", help="re-run pairs whose records exist")
 
@@ -126,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default: <repo>/results)")
 
     p = sub.add_parser("bench", help="throughput table: model-only vs real trainer img/s; ranking time")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=device_name)
     p.add_argument("--sizes", choices=("auto", "smoke", "paper"), default="auto",
                    help="auto: paper sizes on CUDA, small on CPU")  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
@@ -163,14 +203,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The config overrides of ``train`` (``--iterations``)."""
+    return {"iterations": args.iterations} if args.iterations is not None else None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    overrides = {"iterations": args.iterations} if args.iterations else None
+    resume = "strict" if args.resume else "fresh" if args.fresh else False
     rec = run_experiment(args.experiment, args.profile, _data_root(args.data), args.out, args.device,
-                         resume=args.resume, seed=args.seed, force=True,
-                         runs_root=args.runs, config_overrides=overrides)  # fmt: skip
+                         resume=resume, seed=args.seed, force=True,
+                         runs_root=args.runs, config_overrides=train_overrides(args))  # fmt: skip
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (and wrote the file)
         print(summarize([rec]))
-        print(f"wrote {result_path(args.experiment, args.profile, args.out)}")
+        print(f"wrote {result_path(args.experiment, args.profile, args.out, args.seed)}")
     return 0
 
 
@@ -195,7 +240,9 @@ def evaluate_run_dir(path: Path, data: str | None, device: str) -> dict[str, Any
         raise FileNotFoundError(
             f"{path} holds no {best_weights_path(path).name}; pass a run folder written by `train` or a result .json"
         )
-    exp = get_experiment(path.name)
+    ck = path / CHECKPOINT  # the experiment it recorded, else the folder name (minus a .seed<k> suffix)
+    recorded = (load_checkpoint(ck).get("identity") or {}).get("experiment") if ck.is_file() else None
+    exp = get_experiment(recorded or experiment_of(path.name))
     model, cfg = load_trained(path, exp, device)
     profile = path.parent.name if path.parent.name in PROFILES else "smoke"
     run_data = load_data(exp, profile, _data_root(data), cfg=cfg)
@@ -277,10 +324,8 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "reproduce":
             "report": cmd_report, "bench": cmd_bench, "data": cmd_data}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse ``argv`` and run the command; usage errors exit with code 2 and a clear message."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Everything that can be checked before any data is read or file touched: names, paths, device, config."""
     if args.command in ("train",):
         if args.experiment not in EXPERIMENTS:
             parser.error(
@@ -291,10 +336,72 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.run} does not exist; pass a run folder (runs/<profile>/<name>) or a result .json"
         )
     try:
+        if getattr(args, "device", None) is not None:
+            resolve_device(args.device)
+        if args.command == "train":
+            replace(get_experiment(args.experiment).config(args.profile), seed=args.seed,
+                    **(train_overrides(args) or {}))  # fmt: skip
+    except (ValueError, RuntimeError) as err:
+        parser.error(str(err))
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that continues an interrupted one: the same arguments, ``--resume`` for ``train``."""
+    args = [a for a in argv if a != "--fresh"]
+    if args and args[0] == "train" and "--resume" not in args:
+        args.append("--resume")
+    return "python -m cdimlab " + shlex.join(args)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM outside training: stop like Ctrl-C (training installs its own handler that checkpoints first)."""
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse ``argv`` and run the command.
+
+    Exit codes: 0 done; 2 a usage or input error (``error: <message>``: bad arguments, invalid config, missing
+    or corrupt files); 1 a runtime failure; 130 interrupted (Ctrl-C / SIGTERM; the command to resume is printed).
+    ``CDIMLAB_DEBUG=1`` shows the traceback instead.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    old_term = signal.signal(signal.SIGTERM, _sigterm) if threading_main() else None
+    try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt as err:
+        if debug:
+            traceback.print_exc()
+        print(f"\ninterrupted: {err or 'Ctrl-C'}\nto continue: {resume_command(argv)}", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        return fail(err, 2, debug)
+    except Exception as err:  # noqa: BLE001 - the one place that turns any failure into a message + exit code
+        return fail(err, 1, debug)
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if args.command in ("train", "reproduce"):
             shutdown_distributed()  # under torchrun: leave the process group cleanly
+
+
+def threading_main() -> bool:
+    """Signal handlers can be installed only from the main thread (not inside a notebook's worker thread)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def fail(err: BaseException, code: int, debug: bool) -> int:
+    """Print ``error: <message>`` (the traceback with ``CDIMLAB_DEBUG=1``) and return the exit code."""
+    if debug:
+        traceback.print_exc()
+    print(f"error: {err}" + ("" if debug else f"  (set {DEBUG_ENV}=1 for the traceback)"), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

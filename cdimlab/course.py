@@ -345,7 +345,9 @@ def trained_model(
         return model, cfg, "untrained (random weights): no earlier run found"
     data = load_sbir_splits(exp.dataset, data_root, seed) if exp.task == "fgsbir" else (
         load_reid_index(exp.dataset, data_root, cfg.max_ids))  # fmt: skip
-    trained = fit(exp, cfg, data, dev, folder, resume=False, progress=True, profile=profile)
+    trained = fit(
+        exp, cfg, data, dev, folder, resume="fresh", progress=True, profile=profile
+    )  # old files kept aside
     its = trained.fit.iterations_run if trained.fit is not None else 0
     return trained.model.eval(), cfg, f"trained now ({its} iterations, saved to {folder})"
 

@@ -26,25 +26,61 @@ def load_results(
     results_dir: str | os.PathLike | None = None, profile: str = "smoke", prefer_full: bool = True
 ) -> dict[str, dict[str, Any]]:
     """``{experiment: record}`` from ``<results_dir>/<profile>/*.json``; records from ``full/`` win when
-    ``prefer_full``. Each record gets ``"_source"``: the profile folder it came from. Unreadable files are skipped
-    with a warning naming them."""
+    ``prefer_full``. Each record gets ``"_source"``: the profile folder it came from.
+
+    A file that is unreadable (invalid JSON, not UTF-8) or malformed (``metrics`` not a mapping of numbers) is
+    skipped with a warning naming it. When two files of one folder claim the same ``"experiment"``, the one whose
+    file name is that experiment (``<name>.json``, else ``<name>.seed<k>.json``) is kept and the other named in a
+    warning, so a stray copy never silently replaces a record."""
     import warnings
 
     root = Path(results_dir) if results_dir is not None else REPO_ROOT / "results"
     folders = [profile] + (["full"] if prefer_full and profile != "full" else [])
     out: dict[str, dict[str, Any]] = {}
     for folder in folders:
+        kept: dict[str, tuple[int, Path]] = {}  # experiment -> (rank of its file name, file)
         for path in sorted((root / folder).glob("*.json")):
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                warnings.warn(f"skipping unreadable result file {path}: {err}", stacklevel=2)
+            rec, problem = _read_record(path)
+            if problem:
+                warnings.warn(f"skipping result file {path}: {problem}", stacklevel=2)
                 continue
-            if not isinstance(rec, dict) or "metrics" not in rec:
+            if rec is None:
                 continue
+            name = rec.get("experiment", path.stem)
+            rank = 0 if path.stem == name else 1 if path.stem.split(".seed")[0] == name else 2
+            if name in kept:
+                old_rank, old_path = kept[name]
+                loser = path if rank >= old_rank else old_path
+                if max(rank, old_rank) == 2:  # seed records beside seed 0's are expected; strays are not
+                    warnings.warn(
+                        f"{loser} repeats experiment {name!r} of another file; ignored", stacklevel=2
+                    )
+                if rank >= old_rank:
+                    continue
+            kept[name] = (rank, path)
             rec["_source"] = folder
-            out[rec.get("experiment", path.stem)] = rec
+            out[name] = rec
     return out
+
+
+def _read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """One results file as ``(record, None)``; ``(None, why)`` when it is unusable; ``(None, None)`` for a JSON
+    file that is not a results record at all (no ``metrics``)."""
+    try:
+        rec = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return None, f"not UTF-8 text ({err})"
+    except (OSError, json.JSONDecodeError) as err:
+        return None, f"unreadable ({err})"
+    if not isinstance(rec, dict) or "metrics" not in rec:
+        return None, None
+    metrics = rec["metrics"]
+    if not isinstance(metrics, dict):
+        return None, f'"metrics" is {type(metrics).__name__}, not a mapping of metric names to numbers'
+    bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        return None, f"metric(s) {bad} are not numbers"
+    return rec, None
 
 
 def _pct(v: float | None) -> str:

@@ -85,3 +85,63 @@ def test_bench_table_for_tiny_sizes(tmp_path):
             model_only > 0 and trainer > 0 and ratio == pytest.approx(trainer / model_only, rel=0.15)
         )  # table rounds img/s
     assert "cmc_map" in text and "40 x 120" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--iterations", "0"], "--iterations: must be an integer >= 1"),
+        (["--iterations", "-5"], "--iterations: must be an integer >= 1"),
+        (["--seed", "-1"], "--seed: must be an integer >= 0"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--resume", "--fresh"], "not allowed with argument"),
+    ],
+)
+def test_bad_train_arguments_exit_2_before_any_work(capsys, tmp_path, args, words):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "shoes_vanilla", "--runs", str(tmp_path), *args])
+    assert exc.value.code == 2 and words in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "shoes_vanilla", "--device", "cuda"])
+    assert exc.value.code == 2 and "torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("raised", "code"),
+    [(ValueError("bad value X"), 2), (FileNotFoundError("no file Y"), 2), (RuntimeError("broke Z"), 1)],
+)
+def test_library_errors_become_one_error_line_and_an_exit_code(capsys, monkeypatch, raised, code):
+    import cdimlab.cli as cli
+
+    def boom(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(cli, "run_experiment", boom)
+    monkeypatch.delenv("CDIMLAB_DEBUG", raising=False)
+    assert main(["train", "shoes_vanilla", "--device", "cpu"]) == code
+    err = capsys.readouterr().err
+    assert f"error: {raised}" in err and "Traceback" not in err
+    monkeypatch.setenv("CDIMLAB_DEBUG", "1")
+    assert main(["train", "shoes_vanilla", "--device", "cpu"]) == code
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_interrupt_exits_130_and_prints_the_resume_command(capsys, monkeypatch):
+    import cdimlab.cli as cli
+    from cdimlab.train import TrainingInterrupted
+
+    def interrupted(*a, **k):
+        raise TrainingInterrupted("training interrupted at iteration 3/40; checkpoint written", 3, None)
+
+    monkeypatch.setattr(cli, "run_experiment", interrupted)
+    assert main(["train", "shoes_vanilla", "--device", "cpu", "--fresh", "--iterations", "40"]) == 130
+    err = capsys.readouterr().err
+    assert "iteration 3/40" in err
+    assert "python -m cdimlab train shoes_vanilla --device cpu --iterations 40 --resume" in err

@@ -27,11 +27,11 @@ from test_train import TinyBackbone, tiny_split, tiny_cfg, state_hash
 out = Path(sys.argv[1])
 rank = int(os.environ["RANK"])
 saves = []
-real_save = L.atomic_torch_save
+real_save = L.save_verified
 def spy(obj, path):
     saves.append(str(path))
     return real_save(obj, path)
-L.atomic_torch_save = spy
+L.save_verified = spy
 torch.manual_seed(rank)  # different init per rank: DDP must broadcast rank 0's weights
 model = EmbeddingNet(TinyBackbone(1, 32), FusionConfig(("c2",), "gap"))
 cfg = tiny_cfg(iterations=4, batch_size=8, checkpoint_every=2, eval_every=100)

@@ -198,3 +198,60 @@ def test_laptop_and_full_never_fall_back_to_synthetic_data(tmp_path):
                 name, profile, tmp_path / "typo", tmp_path / "r", "cpu", runs_root=tmp_path / "runs"
             )
     assert not (tmp_path / "r").exists() and not (tmp_path / "typo").exists()
+
+
+def _copy_runs(tiny_runs, tmp_path):
+    """A private copy of the fixture's data/results/runs (the tests below rewrite records and run folders)."""
+    import shutil
+
+    root, _ = tiny_runs
+    shutil.copytree(root, tmp_path / "r", symlinks=True)
+    return tmp_path / "r"
+
+
+def test_records_say_whether_the_run_resumed_and_the_checkpoint_names_its_experiment(tiny_runs, tmp_path):
+    from cdimlab.experiments import load_trained
+    from cdimlab.train import CheckpointError, load_checkpoint
+
+    root, recs = tiny_runs
+    assert recs["shoes_vanilla"]["resumed"] is False
+    folder = root / "runs" / "smoke" / "shoes_vanilla"
+    ident = load_checkpoint(folder / "checkpoint.pt")["identity"]
+    assert ident["experiment"] == "shoes_vanilla" and ident["data"] == "synthetic"
+    assert ident["model"]["class"] == "EmbeddingNet" and ident["model"]["fusion"]["taps"] == []
+    renamed = _copy_runs(tiny_runs, tmp_path) / "runs" / "smoke" / "renamed"
+    (renamed.parent / "shoes_vanilla").rename(renamed)
+    model, cfg = load_trained(renamed)  # the experiment comes from the checkpoint, not the folder name
+    assert cfg.iterations == 2 and type(model).__name__ == "EmbeddingNet"
+    with pytest.raises(CheckpointError, match=r"another run \(experiment: checkpoint 'shoes_vanilla'"):
+        load_trained(renamed, get_experiment("shoes_ours"))
+
+
+def test_torn_or_stale_synthetic_records_are_run_again(tiny_runs, tmp_path, monkeypatch, capsys):
+    import cdimlab.experiments.runner as runner
+    from cdimlab.data.registry import DatasetLocation
+
+    root = _copy_runs(tiny_runs, tmp_path)
+    kw = dict(data_root=root / "data", out_root=root / "results", device="cpu", runs_root=root / "runs",
+              progress=False)  # fmt: skip
+    record = root / "results" / "smoke" / "shoes_hog.json"
+    old = json.loads(record.read_text())
+    record.write_text(record.read_text()[:200])  # torn by a kill mid-write of an older, non-atomic tool
+    again = run_experiment("shoes_hog", "smoke", **kw)
+    assert again["finished_utc"] != old["finished_utc"] and "is torn or unreadable" in capsys.readouterr().err
+
+    real = runner.locate_dataset  # real data "arrives": only the question "is real data present?" says yes
+
+    def located(name, root=None, allow_synthetic=True, **k):
+        return (
+            DatasetLocation(name, "x", synthetic=False)
+            if not allow_synthetic
+            else real(name, root, True, **k)
+        )
+
+    monkeypatch.setattr(runner, "locate_dataset", located)
+    before = json.loads((root / "results" / "smoke" / "shoes_vanilla.json").read_text())
+    rec = run_experiment("shoes_vanilla", "smoke", config_overrides={"iterations": 2}, **kw)
+    assert rec["finished_utc"] != before["finished_utc"] and rec["resumed"] is False
+    assert "made on synthetic data, and real data is present now" in capsys.readouterr().err
+    assert list((root / "runs" / "smoke" / "shoes_vanilla").glob("old-*/checkpoint.pt"))  # kept, not resumed

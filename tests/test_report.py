@@ -33,7 +33,9 @@ def test_report_renders_paper_vs_here(tmp_path):
     )
     assert str(tmp_path) not in md and str(tmp_path) not in paths["html"].read_text()  # no machine paths
     assert "<h1>The Devil is in the Middle" in paths["html"].read_text()  # a heading, not raw Markdown
-    assert "| HOG + linear ranking (course baseline) (`shoes_hog`) | — |" in md  # no Dense-HOG number beside it
+    assert (
+        "| HOG + linear ranking (course baseline) (`shoes_hog`) | — |" in md
+    )  # no Dense-HOG number beside it
     assert "cited [27], not re-run" in md
     assert "| conv3 (`shoes_conv3`) | 60.00 | — | — |" in md
     # the full (GPU, real data) record wins over the smoke one, and says so
@@ -55,3 +57,26 @@ def test_load_results_marks_source(tmp_path):
 def test_render_markdown_empty_results_shows_dashes():
     md = render_markdown(PAPER_TABLES[9], {})
     assert md.count("not run yet") == 2 and "58.26" in md
+
+
+def test_load_results_skips_malformed_files_and_keeps_the_record_its_name_matches(tmp_path):
+    import json
+    import warnings
+
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    good = {"experiment": "shoes_ours", "metrics": {"acc@1": 0.5}, "data": {"synthetic": True}}
+    (folder / "shoes_ours.json").write_text(json.dumps(good))
+    (folder / "copy of shoes_ours.json").write_text(json.dumps({**good, "metrics": {"acc@1": 0.9}}))
+    (folder / "null.json").write_text(json.dumps({"experiment": "a", "metrics": None}))
+    (folder / "string.json").write_text(json.dumps({"experiment": "b", "metrics": {"acc@1": "high"}}))
+    (folder / "latin1.json").write_bytes(b'{"experiment": "c", "metrics": {}, "x": "\xe9"}')
+    (folder / "torn.json").write_text('{"experiment": "d", "metr')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = load_results(tmp_path, "smoke", prefer_full=False)
+    assert set(out) == {"shoes_ours"} and out["shoes_ours"]["metrics"]["acc@1"] == 0.5
+    text = "\n".join(str(w.message) for w in caught)
+    for name in ("null.json", "string.json", "latin1.json", "torn.json", "copy of shoes_ours.json"):
+        assert name in text, (name, text)
+    assert "not UTF-8" in text and "repeats experiment 'shoes_ours'" in text

@@ -289,7 +289,7 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(tmp_path):
     )
     assert res.iterations_run == 3 and res.extra["resumed_from"] == 2
     with pytest.raises(
-        ValueError, match=r"cannot resume .*'lr': \(0.05, 0.1\).*resume=False"
+        ValueError, match=r"cannot resume .*'lr': \(0.05, 0.1\).*resume='fresh'"
     ):  # ... another lr not
         fit_triplet(tiny_embedder(), tiny_split(6), None, tiny_cfg(iterations=4, lr=0.1), "cpu", tmp_path,
                     resume=True, progress=False)  # fmt: skip
@@ -297,8 +297,8 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(tmp_path):
 
 def test_early_stopping_keeps_best_weights_and_stays_stopped_on_resume(tmp_path):
     cfg = tiny_cfg(
-        iterations=40, eval_every=2, patience=2, lr=0.0, checkpoint_every=1000
-    )  # lr 0: no improvement
+        iterations=40, eval_every=2, patience=2, lr=1e-12, checkpoint_every=1000
+    )  # lr ~0: no improvement (lr must be > 0)
     res = fit_triplet(
         tiny_embedder(), tiny_split(6), tiny_split(4, seed=2), cfg, "cpu", tmp_path, progress=False
     )

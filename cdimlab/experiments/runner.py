@@ -192,13 +192,22 @@ def load_trained(folder: str | os.PathLike, exp: Experiment | None = None, devic
                  cfg: TrainConfig | None = None) -> tuple[nn.Module, TrainConfig]:  # fmt: skip
     """A finished run folder (``runs/<profile>/<name>``) as ``(model in eval mode on device, its config)``.
 
-    The experiment defaults to the folder's name, the config to the one in its ``checkpoint.pt``.
+    The experiment defaults to the one its ``checkpoint.pt`` records (else the folder's name without a
+    ``.seed<k>`` suffix), the config to the one in the checkpoint. A checkpoint of another experiment or model
+    than asked for is refused (:class:`cdimlab.train.CheckpointError`); files are verified and weights-only.
     """
-    exp = exp or get_experiment(experiment_of(Path(folder).name))
+    from cdimlab.train import CHECKPOINT, check_identity, describe_model, load_checkpoint
+
+    folder = Path(folder)
+    ck_path = folder / CHECKPOINT
+    ident = (load_checkpoint(ck_path).get("identity") or {}) if ck_path.is_file() or cfg is None else {}
+    exp = exp or get_experiment(ident.get("experiment") or experiment_of(folder.name))
+    check_identity(ck_path, ident, {"experiment": exp.name})
     state = load_best_weights(folder)
     cfg = cfg or run_config(folder)
     classes = ReIDNet.num_classes_in(state) if exp.task == "reid" and exp.eval_only_from is None else None
     model = build_model(exp, cfg, num_classes=classes)
+    check_identity(ck_path, ident, {"model": describe_model(model)})
     model.load_state_dict(state)
     return model.to(resolve_device(device)).eval(), cfg
 
@@ -334,7 +343,7 @@ def run_experiment(
     data_root: str | os.PathLike | None = None,
     out_root: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
-    resume: bool = True,
+    resume: bool | str = True,
     seed: int = 0,
     force: bool = False,
     runs_root: str | os.PathLike | None = None,
@@ -349,53 +358,63 @@ def run_experiment(
     same network's untrained score (same seed) and chance, the config, the seed, the schedule actually run, wall
     time, img/s, device, torch version, git commit and which data was used (real or synthetic, path relative to
     the data root). Synthetic data only for the smoke profile (``allow_synthetic`` None = by profile). An
-    existing record is returned as is unless ``force``. Checkpoints live in ``runs/<profile>/<name>[.seed<k>]``
-    so a killed run resumes (``resume=True``: from a checkpoint of the same recipe).
+    existing record is returned as is unless ``force`` -- or unless it is torn, or was computed on synthetic data
+    while the real data is present now (then the run starts over). Checkpoints live in
+    ``runs/<profile>/<name>[.seed<k>]``, locked while the run lasts, so a killed run resumes. ``resume``:
+    ``True`` (default; the runner's policy, :func:`cdimlab.train.resume_checkpoint`'s ``"compatible"``: continue a
+    checkpoint of the same recipe, else move the old files into ``old-<time>/`` and start over), ``"strict"``
+    (``--resume``: continue, refuse another recipe), ``False`` (refuse a folder holding a checkpoint) or
+    ``"fresh"`` (``--fresh``: start over, old files kept aside). The record says ``"resumed": true/false``.
     """
+    import sys
+
+    from cdimlab.train import lock_run, run_labels
+
     exp = get_experiment(name)
     path = result_path(name, profile, out_root, seed)
-    if path.is_file() and not force:
-        return json.loads(path.read_text())
-    cfg = replace(exp.config(profile), seed=seed, **(config_overrides or {}))
+    cfg = replace(exp.config(profile), seed=seed, **(config_overrides or {}))  # validated before any file
     if weights and exp.backbone == "sketchanet" and "sketch_std" not in (config_overrides or {}):
         cfg = replace(cfg, sketch_std=1 / 255)  # step3 weights expect the official x - 250.42 input
+    modes = {True: "compatible", False: False, "strict": True, "fresh": "fresh", "compatible": "compatible"}
+    if resume not in modes:
+        raise ValueError(f"resume must be one of {list(modes)}, got {resume!r}")
+    mode = modes[resume]  # True: the runner's policy ("compatible": a stale checkpoint is moved aside, kept)
     dev = resolve_device(device)
+    if path.is_file() and not force:
+        try:  # a cached record is reused only when it is whole and not made on synthetic data now replaced
+            cached = json.loads(path.read_text())
+            metrics = cached.get("metrics") if isinstance(cached, dict) else None
+            whole = isinstance(metrics, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())  # fmt: skip
+        except (OSError, ValueError):
+            cached, whole = None, False
+        stale = False
+        if whole and cached.get("data", {}).get("kind") == "synthetic":
+            try:
+                stale = not locate_dataset(exp.dataset, data_root, allow_synthetic=False).synthetic
+            except FileNotFoundError:  # still no real data: the synthetic record stands
+                stale = False
+        if whole and not stale:
+            return cached
+        why = "was made on synthetic data, and real data is present now" if stale else "is torn or unreadable"
+        print(f"note: the cached record {path} {why}; running {name} again", file=sys.stderr)
+        mode = "fresh" if stale else mode  # a synthetic-data checkpoint must not continue on real data
     seed_everything(seed)
     folder, t0 = run_dir(name, profile, runs_root, seed), time.perf_counter()
-    data = load_data(exp, profile, data_root, seed, allow_synthetic, cfg)
-    chance = chance_of(exp, data)
-    untrained = untrained_score(exp, cfg, data, dev, weights)
-    seed_everything(seed)  # the trained run starts from the very weights the untrained score was measured on
-    trained = fit(
-        exp,
-        cfg,
-        data,
-        dev,
-        folder,
-        resume="compatible" if resume else False,
-        progress=progress,
-        weights=weights,
-        profile=profile,
-        runs_root=runs_root,
-        data_root=data_root,
-        out_root=out_root,
-    )
-    metrics = trained.metrics if trained.model is None else evaluate(exp, trained.model, data, cfg, dev)
-    record = make_record(
-        exp,
-        profile,
-        cfg,
-        trained,
-        metrics,
-        data,
-        weights,
-        folder,
-        time.perf_counter() - t0,
-        dev,
-        untrained,
-        chance,
-    )
-    write_record(path, record)
+    trains = exp.model != "hog" and not exp.eval_only_from
+    with lock_run(folder, trains and int(os.environ.get("RANK", "0")) == 0):  # one run of a folder at a time
+        data = load_data(exp, profile, data_root, seed, allow_synthetic, cfg)
+        chance = chance_of(exp, data)
+        untrained = untrained_score(exp, cfg, data, dev, weights)
+        seed_everything(seed)  # the trained run starts from the weights the untrained score was measured on
+        with run_labels(experiment=name, data=data.source["kind"]):  # kept in checkpoints, checked on resume
+            trained = fit(exp, cfg, data, dev, folder, resume=mode, progress=progress, weights=weights,
+                          profile=profile, runs_root=runs_root, data_root=data_root, out_root=out_root)  # fmt: skip
+        metrics = trained.metrics if trained.model is None else evaluate(exp, trained.model, data, cfg, dev)
+        record = make_record(exp, profile, cfg, trained, metrics, data, weights, folder, time.perf_counter() - t0,
+                             dev, untrained, chance)  # fmt: skip
+        record["resumed"] = bool(trained.fit is not None and trained.fit.extra.get("resumed_from"))
+        write_record(path, record)
     return record
 
 

@@ -6,6 +6,7 @@ Introduced in notebook 02 (training FG-SBIR) and notebook 03 (training ReID). On
 * :mod:`~cdimlab.train.distributed` -- torchrun / DDP plumbing (no-ops for one process)
 * :mod:`~cdimlab.train.checkpoint` -- run-folder files, RNG state, and the one resume decision
 * :mod:`~cdimlab.train.loop` -- :class:`TrainLoop`, the machinery both loops share
+* :mod:`~cdimlab.train.runfolder` -- the run-folder lock, stale temp files, old runs moved aside
 * :mod:`~cdimlab.train.fit` -- :func:`fit_triplet` (FG-SBIR) and :func:`fit_classifier` (ReID)
 * :mod:`~cdimlab.train.evaluate` -- :func:`embed_images`, :func:`evaluate_sbir`, :func:`evaluate_reid`
 
@@ -19,13 +20,20 @@ from cdimlab.train.checkpoint import (
     CHECKPOINT,
     LOG,
     RESUMABLE_CHANGES,
+    RESUME_MODES,
+    CheckpointError,
     best_weights_path,
+    check_identity,
     config_mismatch,
+    describe_model,
     load_best_weights,
     load_checkpoint,
+    load_verified,
     read_log,
     resume_checkpoint,
     run_config,
+    run_labels,
+    save_verified,
     write_log_csv,
 )
 from cdimlab.train.config import (
@@ -47,7 +55,8 @@ from cdimlab.train.evaluate import (
     sbir_distances,
 )
 from cdimlab.train.fit import fit_classifier, fit_triplet
-from cdimlab.train.loop import TrainLoop
+from cdimlab.train.loop import TrainingInterrupted, TrainLoop
+from cdimlab.train.runfolder import RunLockedError, lock_run
 from cdimlab.viz.plots import plot_learning_curves
 
 __all__ = [
@@ -55,16 +64,22 @@ __all__ = [
     "CHECKPOINT",
     "LOG",
     "RESUMABLE_CHANGES",
+    "RESUME_MODES",
     "SBIR_VIEWS",
+    "CheckpointError",
     "DistInfo",
     "FitResult",
     "ReIDBanks",
+    "RunLockedError",
     "TrainConfig",
     "TrainLoop",
+    "TrainingInterrupted",
     "auto_flag",
     "autocast",
     "best_weights_path",
+    "check_identity",
     "config_mismatch",
+    "describe_model",
     "embed_images",
     "evaluate_reid",
     "evaluate_sbir",
@@ -73,6 +88,8 @@ __all__ = [
     "init_distributed",
     "load_best_weights",
     "load_checkpoint",
+    "load_verified",
+    "lock_run",
     "make_optimizer",
     "make_scheduler",
     "plot_learning_curves",
@@ -81,6 +98,8 @@ __all__ = [
     "reid_eval_banks",
     "resume_checkpoint",
     "run_config",
+    "run_labels",
+    "save_verified",
     "sbir_bank",
     "sbir_distances",
     "shutdown_distributed",

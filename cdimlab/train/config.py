@@ -8,6 +8,7 @@ helpers through :func:`sbir_sizes` / :attr:`TrainConfig.reid_input`, and the run
 
 from __future__ import annotations
 
+import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,26 @@ from typing import Any
 
 import torch
 from torch import nn
+
+OPTIMIZERS = ("sgd", "adam")
+DISTANCES = ("euclidean", "sqeuclidean")  # as cdimlab.losses.triplet_ranking_loss accepts
+PROTOCOLS = ("10view", "center")
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (``True`` is not an iteration count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (int or float, not bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(name: str, value: Any, ok: bool, want: str) -> None:
+    """Raise the ValueError of one invalid field: its name, its value and what it must be."""
+    if not ok:
+        raise ValueError(f"TrainConfig.{name} must be {want}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -65,16 +86,48 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"TrainConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError("TrainConfig.iterations and batch_size must be >= 1")
-        if not self.sketch_std > 0:
-            raise ValueError(f"TrainConfig.sketch_std must be > 0 (0-1 scale), got {self.sketch_std!r}")
-        if self.eval_protocol not in ("10view", "center"):
-            raise ValueError(
-                f"TrainConfig.eval_protocol must be '10view' or 'center', got {self.eval_protocol!r}"
+        self.validate()
+
+    def validate(self) -> TrainConfig:
+        """Check every field up front (before any file is touched); a ValueError names the field and the fix."""
+        for name in ("iterations", "batch_size", "eval_every", "patience", "checkpoint_every", "log_every",
+                     "lr_decay_every", "sbir_input", "eval_batch_size"):  # fmt: skip
+            _check(name, getattr(self, name), is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                   "an integer >= 1")  # fmt: skip
+        for name in ("lr", "margin", "sketch_std"):
+            _check(
+                name, getattr(self, name), is_number(getattr(self, name)) and getattr(self, name) > 0, "> 0"
             )
+        _check(
+            "weight_decay", self.weight_decay, is_number(self.weight_decay) and self.weight_decay >= 0, ">= 0"
+        )
+        for name in ("momentum", "label_smoothing", "val_fraction"):
+            value = getattr(self, name)
+            _check(name, value, is_number(value) and 0 <= value < 1, "in [0, 1)")
+        _check("lr_decay", self.lr_decay, is_number(self.lr_decay) and 0 < self.lr_decay <= 1, "in (0, 1]")
+        _check("optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}")
+        _check("distance", self.distance, self.distance in DISTANCES, f"one of {DISTANCES}")
+        _check("eval_protocol", self.eval_protocol, self.eval_protocol in PROTOCOLS, f"one of {PROTOCOLS}")
+        for name in ("amp", "channels_last"):
+            _check(
+                name,
+                getattr(self, name),
+                getattr(self, name) in ("auto", True, False),
+                "'auto', True or False",
+            )
+        _check(
+            "sbir_resize",
+            self.sbir_resize,
+            self.sbir_resize is None or (is_int(self.sbir_resize) and self.sbir_resize >= self.sbir_input),
+            "None or an integer >= sbir_input",
+        )
+        size = tuple(self.reid_input) if isinstance(self.reid_input, (tuple, list)) else ()
+        _check("reid_input", self.reid_input, len(size) == 2 and all(is_int(v) and v >= 1 for v in size),
+               "two integers >= 1 (H, W)")  # fmt: skip
+        _check("max_ids", self.max_ids, self.max_ids is None or (is_int(self.max_ids) and self.max_ids >= 1),
+               "None or an integer >= 1")  # fmt: skip
+        _check("seed", self.seed, is_int(self.seed) and self.seed >= 0, "an integer >= 0")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for results JSON and checkpoints)."""

@@ -7,9 +7,10 @@ short shape, so they can be read in a notebook cell::
         idx = sampler.sample(batch, generator)  # indices only: the images already live on the device
         x = bank.train_batch(idx, generator)    # crop + flip + normalise on the device
         loss = loss_fn(model(x), ...)           # bf16 autocast on CUDA, fp32 on the CPU
-        loop.step(it, loss); maybe evaluate; maybe checkpoint
+        loop.step(it, loss); maybe evaluate; maybe checkpoint; loop.poll_interrupt(it)
 
-Optimiser, logging, checkpoints, resume and DDP live in :class:`cdimlab.train.loop.TrainLoop`.
+Optimiser, logging, checkpoints, resume, the run-folder lock, Ctrl-C handling and DDP live in
+:class:`cdimlab.train.loop.TrainLoop`.
 """
 
 from __future__ import annotations
@@ -53,38 +54,43 @@ def fit_triplet(
     """
     loop = TrainLoop(model, cfg, resolve_device(device), out_dir, resume, progress,
                      f"triplet {getattr(train, 'category', '')}")  # fmt: skip
-    dev, world = loop.device, loop.dist.world_size
-    sizes = {"crop": cfg.sbir_input, "resize": cfg.sbir_resize, "sketch_std": cfg.sketch_std, "train": True,
-             "in_channels": in_channels_of(loop.raw), "channels_last": auto_flag(cfg.channels_last, dev),
-             "stats": input_stats_of(loop.raw)}  # fmt: skip
-    sketches, photos = sbir_bank(train.sketches, dev, **sizes), sbir_bank(train.photos, dev, **sizes)
-    sampler = TripletSampler(train, mode=sampler_mode)
-    per_rank = max(1, cfg.batch_size // world)
-    loop.images_per_step = 3 * per_rank
-    it, stop = loop.start, bool(loop.extra_state.get("stopped_early", False))  # a finished run stays finished
-    loop.raw.train()
-    while it < cfg.iterations and not stop:
-        a, p, n = sampler.sample(per_rank, loop.gen)
-        x = torch.cat([sketches.train_batch(a, loop.gen), photos.train_batch(p, loop.gen),
-                       photos.train_batch(n, loop.gen)])  # fmt: skip
-        with autocast(cfg.amp, dev):
-            emb = loop.model(x).float()
-        ea, ep, en = emb.split(per_rank)
-        loss = triplet_ranking_loss(ea, ep, en, margin=cfg.margin, distance=cfg.distance)
-        value = loop.step(it, loss, need_value=callback is not None)
-        it += 1
-        if val is not None and len(val) > 0 and (it % cfg.eval_every == 0 or it == cfg.iterations):
-            loop.sync_buffers()
-            metrics = evaluate_sbir(loop.raw, val, dev, protocol="center", cfg=cfg)
-            stop = loop.agree(loop.observe_val(it, metrics["acc@1"] + 1e-3 * metrics["acc@10"], metrics))
-            loop.raw.train()
-        if it % cfg.checkpoint_every == 0 and it < cfg.iterations and not stop:
-            loop.checkpoint(it)
-        if callback is not None:
-            callback(it, value)
-    result = loop.finish(it, stopped_early=stop)
-    loop.raw.eval()
-    return result
+    with loop.running():  # the run folder stays locked; Ctrl-C / SIGTERM checkpoint between steps
+        dev, world = loop.device, loop.dist.world_size
+        sizes = {"crop": cfg.sbir_input, "resize": cfg.sbir_resize, "sketch_std": cfg.sketch_std, "train": True,
+                 "in_channels": in_channels_of(loop.raw), "channels_last": auto_flag(cfg.channels_last, dev),
+                 "stats": input_stats_of(loop.raw)}  # fmt: skip
+        sketches, photos = sbir_bank(train.sketches, dev, **sizes), sbir_bank(train.photos, dev, **sizes)
+        sampler = TripletSampler(train, mode=sampler_mode)
+        per_rank = max(1, cfg.batch_size // world)
+        loop.images_per_step = 3 * per_rank
+        it, stop = (
+            loop.start,
+            bool(loop.extra_state.get("stopped_early", False)),
+        )  # a finished run stays finished
+        loop.raw.train()
+        while it < cfg.iterations and not stop:
+            a, p, n = sampler.sample(per_rank, loop.gen)
+            x = torch.cat([sketches.train_batch(a, loop.gen), photos.train_batch(p, loop.gen),
+                           photos.train_batch(n, loop.gen)])  # fmt: skip
+            with autocast(cfg.amp, dev):
+                emb = loop.model(x).float()
+            ea, ep, en = emb.split(per_rank)
+            loss = triplet_ranking_loss(ea, ep, en, margin=cfg.margin, distance=cfg.distance)
+            value = loop.step(it, loss, need_value=callback is not None)
+            it += 1
+            if val is not None and len(val) > 0 and (it % cfg.eval_every == 0 or it == cfg.iterations):
+                loop.sync_buffers()
+                metrics = evaluate_sbir(loop.raw, val, dev, protocol="center", cfg=cfg)
+                stop = loop.agree(loop.observe_val(it, metrics["acc@1"] + 1e-3 * metrics["acc@10"], metrics))
+                loop.raw.train()
+            if it % cfg.checkpoint_every == 0 and it < cfg.iterations and not stop:
+                loop.checkpoint(it)
+            if callback is not None:
+                callback(it, value)
+            loop.poll_interrupt(it)
+        result = loop.finish(it, stopped_early=stop)
+        loop.raw.eval()
+        return result
 
 
 def fit_classifier(
@@ -106,31 +112,33 @@ def fit_classifier(
     3.5e-4, x0.95 every 1,000 iterations, batch 64, 60K iterations, no early stopping.
     """
     loop = TrainLoop(model, cfg, resolve_device(device), out_dir, resume, progress, "classifier")
-    dev, world = loop.device, loop.dist.world_size
-    if hasattr(images, "train_batch"):
-        bank = images
-    else:
-        bank = reid_bank(images, dev, size=tuple(cfg.reid_input), train=True,
-                         channels_last=auto_flag(cfg.channels_last, dev))  # fmt: skip
-    labels = torch.as_tensor(labels, dtype=torch.long).to(dev)
-    sampler = EpochSampler(len(bank), loop.extra_state.setdefault("sampler", {}))
-    per_rank = max(1, cfg.batch_size // world)
-    loop.images_per_step = per_rank
-    it = loop.start
-    loop.raw.train()
-    while it < cfg.iterations:
-        idx = sampler.sample(per_rank, loop.gen)
-        x = bank.train_batch(idx, loop.gen)
-        with autocast(cfg.amp, dev):
-            logits = loop.model(x).float()
-        target = labels[to_device(idx, dev)]
-        loss = cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
-        value = loop.step(it, loss, callback is not None)
-        it += 1
-        if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
-            loop.checkpoint(it)
-        if callback is not None:
-            callback(it, value)
-    result = loop.finish(it, stopped_early=False)
-    loop.raw.eval()
-    return result
+    with loop.running():
+        dev, world = loop.device, loop.dist.world_size
+        if hasattr(images, "train_batch"):
+            bank = images
+        else:
+            bank = reid_bank(images, dev, size=tuple(cfg.reid_input), train=True,
+                             channels_last=auto_flag(cfg.channels_last, dev))  # fmt: skip
+        labels = torch.as_tensor(labels, dtype=torch.long).to(dev)
+        sampler = EpochSampler(len(bank), loop.extra_state.setdefault("sampler", {}))
+        per_rank = max(1, cfg.batch_size // world)
+        loop.images_per_step = per_rank
+        it = loop.start
+        loop.raw.train()
+        while it < cfg.iterations:
+            idx = sampler.sample(per_rank, loop.gen)
+            x = bank.train_batch(idx, loop.gen)
+            with autocast(cfg.amp, dev):
+                logits = loop.model(x).float()
+            target = labels[to_device(idx, dev)]
+            loss = cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+            value = loop.step(it, loss, callback is not None)
+            it += 1
+            if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
+                loop.checkpoint(it)
+            if callback is not None:
+                callback(it, value)
+            loop.poll_interrupt(it)
+        result = loop.finish(it, stopped_early=False)
+        loop.raw.eval()
+        return result

@@ -3,20 +3,27 @@
 Introduced in notebook 02. A fit loop (:mod:`cdimlab.train.fit`) owns the data and the loss; :class:`TrainLoop`
 owns everything else, so the loops read as::
 
-    loop = TrainLoop(model, cfg, device, out_dir, resume, progress, desc)
-    while it < cfg.iterations:
-        loss = ...; loop.step(it, loss); it += 1
-        maybe loop.observe_val(...); maybe loop.checkpoint(it)
-    return loop.finish(it, stopped_early)
+    loop = TrainLoop(model, cfg, device, out_dir, resume, progress, desc)   # locks out_dir, resumes
+    with loop.running():                                # Ctrl-C / SIGTERM handled between steps
+        while it < cfg.iterations:
+            loss = ...; loop.step(it, loss); it += 1
+            maybe loop.observe_val(...); maybe loop.checkpoint(it); loop.poll_interrupt(it)
+        return loop.finish(it, stopped_early)
 
-Everything a resumed run needs goes into ``out_dir/checkpoint.pt`` (:mod:`cdimlab.train.checkpoint`). Under
-``torchrun`` the model is wrapped in DistributedDataParallel and rank 0 alone writes files.
+Everything a resumed run needs goes into ``out_dir/checkpoint.pt`` (:mod:`cdimlab.train.checkpoint`); weights
+that are not finite are never saved. A Ctrl-C or SIGTERM is caught, the run checkpoints at the next step
+boundary and raises :class:`TrainingInterrupted` (a KeyboardInterrupt) saying how to resume; a second Ctrl-C
+stops at once. Under ``torchrun`` the model is wrapped in DistributedDataParallel and rank 0 alone writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +36,44 @@ from cdimlab.train.checkpoint import (
     BEST,
     CHECKPOINT,
     LOG,
+    current_labels,
+    describe_model,
     resume_checkpoint,
     rng_state,
+    save_verified,
     set_rng_state,
     write_log_csv,
 )
 from cdimlab.train.config import FitResult, TrainConfig, auto_flag, make_optimizer, make_scheduler
-from cdimlab.utils import atomic_torch_save
+from cdimlab.train.runfolder import acquire, release
 
 
-def nan_error(it: int, loss: float, out_dir: Path | None, last_ckpt: int | None) -> FloatingPointError:
-    """The error a diverged run raises: where the last good checkpoint is, and what to try."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during training: a checkpoint was written; the message says how to resume."""
+
+    def __init__(self, message: str, iteration: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.iteration, self.checkpoint = iteration, checkpoint
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def nonfinite_tensors(state: dict[str, Tensor]) -> list[str]:
+    """Names of floating-point entries of a state dict holding NaN or inf (empty: all finite)."""
+    return [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+
+
+def nan_error(
+    it: int, loss: float, out_dir: Path | None, last_ckpt: int | None, what: str = ""
+) -> FloatingPointError:
+    """The error a diverged run raises: where the last good (finite) checkpoint is, and what to try."""
     where = (
         f"{out_dir / CHECKPOINT} (iteration {last_ckpt})" if out_dir and last_ckpt else "no checkpoint yet"
     )
     return FloatingPointError(
-        f"training loss became {loss} at iteration {it}; stopped. The last good checkpoint is kept untouched: "
+        f"training {what or f'loss became {loss}'} at iteration {it}; stopped, nothing saved. The last good "
+        "checkpoint is kept untouched: "
         f"{where}. Hints: lower the learning rate (TrainConfig.lr), check the data (empty or constant images, "
         "wrong normalisation), or turn amp off"
     )
@@ -85,20 +114,75 @@ class TrainLoop:
         self.best_state: dict[str, Tensor] | None = None
         self.bad_evals = 0
         self.extra_state: dict[str, Any] = {}
-        ck = resume_checkpoint(self.out_dir, cfg, resume, self.dist.is_main)
-        if ck is not None:
-            self.restore(ck)
-        self.model = D.wrap_ddp(self.raw, self.dist, self.device)
-        if cfg.compile:
-            self.model = torch.compile(self.model)
+        self.loss_sum: float | Tensor = 0.0  # summed on the device between log steps (see step)
+        self.loss_n = 0
+        self.identity = {**current_labels(), "model": describe_model(self.raw)}
+        self.lock = acquire(self.out_dir) if self.out_dir is not None and self.dist.is_main else None
+        try:
+            ck = resume_checkpoint(self.out_dir, cfg, resume, self.dist.is_main, self.identity)
+            if ck is not None:
+                self.restore(ck)
+            self.model = D.wrap_ddp(self.raw, self.dist, self.device)
+            if cfg.compile:
+                self.model = torch.compile(self.model)
+        except BaseException:
+            self.unlock()
+            raise
+        self.signal: int | None = None
         self.images_per_step = 0
         self.bar = None
         if progress and self.dist.is_main:
             self.bar = tqdm(total=cfg.iterations, initial=self.start, desc=desc, unit="it", leave=False)
         self.t0, self.seen, self.warm = time.perf_counter(), 0, False
-        self.loss_sum: float | Tensor = 0.0  # summed on the device between log steps (see step)
-        self.loss_n = 0
         self.t_start = self.t0
+
+    # -- the run's lifetime -----------------------------------------------------------------------------------
+    def unlock(self) -> None:
+        """Give back the run folder's lock (once)."""
+        if self.lock is not None:
+            release(self.lock)
+            self.lock = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The training block: Ctrl-C / SIGTERM only set a flag (see :meth:`poll_interrupt`); on leaving, the
+        signal handlers are restored, the progress bar closed and the run folder unlocked."""
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, self.on_signal)
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            if self.bar is not None:
+                self.bar.close()
+            self.unlock()
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C / SIGTERM: stop at the next step boundary with a checkpoint; a second one: stop now."""
+        if self.signal is not None:
+            raise KeyboardInterrupt(f"interrupted twice; stopped without a checkpoint after the last one "
+                                    f"(iteration {self.last_ckpt})")  # fmt: skip
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: finishing the current step, then writing a checkpoint "
+              "(press Ctrl-C again to stop at once)", flush=True)  # fmt: skip
+
+    def poll_interrupt(self, it: int) -> None:
+        """After step ``it``: when a signal came, write a checkpoint and raise TrainingInterrupted. Under torchrun
+        the ranks agree (rank 0's flag) at log steps only, so there is no per-step collective."""
+        if self.dist.world_size > 1 and it % max(1, self.cfg.log_every):
+            return
+        if not self.agree(self.signal is not None):
+            return
+        self.checkpoint(it)
+        where = self.out_dir / CHECKPOINT if self.out_dir is not None else None
+        how = (f"checkpoint written to {where} (iteration {it}); continue with resume=True (CLI: the same "
+               "command with --resume)") if where else "no run folder, so nothing was saved"  # fmt: skip
+        raise TrainingInterrupted(
+            f"training interrupted at iteration {it}/{self.cfg.iterations}; {how}", it, where
+        )
 
     # -- state ------------------------------------------------------------------------------------------------
     def state(self, it: int) -> dict[str, Any]:
@@ -114,7 +198,12 @@ class TrainLoop:
             "best_state": self.best_state,
             "bad_evals": self.bad_evals,
             "log": self.log,
+            "loss_sum": float(
+                self.loss_sum
+            ),  # the losses since the last log row, so a resumed log is the same
+            "loss_n": self.loss_n,
             "config": self.cfg.to_dict(),
+            "identity": self.identity,
             "extra": self.extra_state,
         }
 
@@ -128,6 +217,7 @@ class TrainLoop:
         self.best_val, self.best_iteration = ck["best_val"], ck["best_iteration"]
         self.best_state, self.bad_evals = ck["best_state"], ck["bad_evals"]
         self.log, self.extra_state = list(ck["log"]), dict(ck.get("extra", {}))
+        self.loss_sum, self.loss_n = float(ck.get("loss_sum", 0.0)), int(ck.get("loss_n", 0))
         if self.dist.rank != 0:  # the checkpoint holds rank 0's sampling state: give this rank its own stream
             self.gen.manual_seed(self.cfg.seed + 1_000_003 * self.dist.rank + self.start)
             self.extra_state.pop("sampler", None)
@@ -139,13 +229,17 @@ class TrainLoop:
     def checkpoint(self, it: int) -> None:
         """Rank 0 writes ``checkpoint.pt`` and ``log.csv`` atomically; other ranks only wait.
 
-        Losses not yet read (CUDA) are checked first, so weights after a NaN never overwrite a good checkpoint.
+        Losses not yet read (CUDA) are checked first, and the weights and buffers must be finite: a diverged
+        state never overwrites the last good checkpoint (FloatingPointError instead, nothing written).
         """
         if self.loss_n and self.nonfinite(float(self.loss_sum)):
             raise self.stop_on_nan(it, float(self.loss_sum))
         self.sync_buffers()
+        bad = nonfinite_tensors(self.raw.state_dict())
+        if self.nonfinite(float("nan") if bad else 0.0):
+            raise self.stop_on_nan(it, float("nan"), f"weights {bad[:3]} are not finite" if bad else "")
         if self.out_dir is not None and self.dist.is_main:
-            atomic_torch_save(self.state(it), self.out_dir / CHECKPOINT)
+            save_verified(self.state(it), self.out_dir / CHECKPOINT)
             write_log_csv(self.log, self.out_dir / LOG)
         self.last_ckpt = it
         D.barrier(self.dist)
@@ -198,11 +292,11 @@ class TrainLoop:
         """True when ``value`` is NaN/inf on any rank."""
         return D.nonfinite_anywhere(value, self.dist, self.device)
 
-    def stop_on_nan(self, it: int, value: float) -> FloatingPointError:
+    def stop_on_nan(self, it: int, value: float, what: str = "") -> FloatingPointError:
         """Close the progress bar and build the NaN error (the caller raises it)."""
         if self.bar is not None:
             self.bar.close()
-        return nan_error(it, value, self.out_dir, self.last_ckpt)
+        return nan_error(it, value, self.out_dir, self.last_ckpt, what)
 
     def agree(self, flag: bool) -> bool:
         """Rank 0's decision for every rank (see :func:`cdimlab.train.distributed.agree`)."""
@@ -233,7 +327,7 @@ class TrainLoop:
         if self.best_state is not None:
             self.raw.load_state_dict(self.best_state)
         if self.out_dir is not None and self.dist.is_main:
-            atomic_torch_save(self.raw.state_dict(), self.out_dir / BEST)
+            save_verified(self.raw.state_dict(), self.out_dir / BEST)
         return FitResult(
             model=self.raw,
             log=self.log,
