@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cdimlab import gpu_session
 from cdimlab.bench import run_bench
 from cdimlab.data import DATASETS
 from cdimlab.data.registry import ensure_synthetic
@@ -55,6 +56,7 @@ Typical use:
   python -m cdimlab reproduce --profile smoke --data data  # all tables 3-11, paper vs here, into results/
   python -m cdimlab bench                                  # throughput: model-only vs trainer img/s
   python -m cdimlab laptop --seeds 0 1 2 --data ROOT      # Vanilla vs Ours on real data, 2 CPU cores
+  python -m cdimlab gpu-session --minutes 12 --data DIR   # a borrowed GPU: preflight, plan, run, bench
 Profiles: 'smoke' = synthetic stand-ins, tiny schedules (CI: tests the pipeline, not the paper);
 'laptop' = the real datasets on a CPU with ImageNet MobileNetV2 (minutes per run); 'full' = the paper's
 recipe on a CUDA GPU. laptop and full never fall back to synthetic data.
@@ -366,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ``CDIMLAB_DEBUG=1`` shows the traceback instead.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gpu-session"]:  # its own parser: python -m cdimlab gpu-session --help
+        return gpu_session.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)

@@ -224,3 +224,11 @@ def test_main_end_to_end_with_fakes_then_a_second_call_continues(tmp_path, monke
     calls.clear()
     gs.main(args)  # second call: everything already recorded
     assert calls == []
+
+
+def test_cli_forwards_gpu_session_dry_run(capsys):
+    from cdimlab.cli import main as cli_main
+
+    assert cli_main(["gpu-session", "--dry-run", "--minutes", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "shoes_vanilla" in out and "market_ours" in out

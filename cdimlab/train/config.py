@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdimlab.precision import autocast_context, choose_precision
+
 OPTIMIZERS = ("sgd", "adam")
 DISTANCES = ("euclidean", "sqeuclidean")  # as cdimlab.losses.triplet_ranking_loss accepts
 PROTOCOLS = ("10view", "center")
@@ -170,10 +172,11 @@ def auto_flag(flag: str | bool, device: torch.device) -> bool:
 
 
 def autocast(amp: str | bool, device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on ``device`` when ``amp`` allows it (see :func:`auto_flag`); else a no-op (fp32)."""
-    if auto_flag(amp, device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    """Mixed-precision context for ``amp`` on ``device`` (:func:`cdimlab.precision.choose_precision`: bf16 on
+    cards with bf16 hardware, fp16 below, fp32 on the CPU or when ``amp`` is off); a no-op for fp32."""
+    if not auto_flag(amp, device):
+        return nullcontext()
+    return autocast_context(choose_precision(device, "auto"), device)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cdimlab.precision import choose_precision, make_grad_scaler
 from cdimlab.train import distributed as D
 from cdimlab.train.checkpoint import (
     BEST,
@@ -108,6 +109,11 @@ class TrainLoop:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
         self.opt = make_optimizer(self.raw.parameters(), cfg)
         self.sched = make_scheduler(self.opt, cfg)
+        # fp16 (cards without bf16 hardware) scales the loss so small gradients do not flush to zero
+        self.precision = choose_precision(self.device, "auto" if auto_flag(cfg.amp, self.device) else "fp32")
+        self.scaler = make_grad_scaler(self.precision, self.device)
+        if self.device.type == "cuda" and self.dist.is_main:
+            print(self.precision.describe(), flush=True)
         self.start, self.log, self.last_ckpt = 0, [], None
         self.best_val: float | None = None
         self.best_iteration: int | None = None
@@ -261,8 +267,9 @@ class TrainLoop:
             if self.nonfinite(value):
                 raise self.stop_on_nan(done, value)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.scaler.scale(loss).backward()  # a disabled scaler (bf16, fp32) passes the loss through
+        self.scaler.step(self.opt)
+        self.scaler.update()
         self.sched.step()
         self.loss_sum = self.loss_sum + (value if eager else loss.detach().float())
         self.loss_n += 1
