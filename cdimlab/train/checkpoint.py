@@ -67,7 +67,16 @@ def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     gen.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        restore_cuda_rng(state["cuda"], torch.cuda.device_count(), torch.cuda.set_rng_state)
+
+
+def restore_cuda_rng(saved: list[Any], n_devices: int, set_state: Any) -> int:
+    """Give each of this host's ``n_devices`` GPUs its saved CUDA RNG state where one was saved (a run checkpointed
+    on 8 GPUs may resume on 1, or the other way round: ``set_rng_state_all`` would fail); returns how many."""
+    n = min(len(saved), n_devices)
+    for i in range(n):
+        set_state(saved[i], i)
+    return n
 
 
 def write_log_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
