@@ -121,6 +121,30 @@ def results_dir(profile: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ teaching helpers
+PAPER_URL = "https://arxiv.org/abs/1711.08106"  # Yu et al., "The Devil is in the Middle" (arXiv 1711.08106)
+# The paper's Table 1: (dataset, unit, train, test, train images, query images, gallery images)
+_TABLE1 = (
+    ("QMUL-Shoe", "sketch-photo pairs", 304, 115, None, None, None),
+    ("QMUL-Chair", "sketch-photo pairs", 200, 97, None, None, None),
+    ("QMUL-Handbag", "sketch-photo pairs", 400, 168, None, None, None),
+    ("Market-1501", "identities", 751, 750, 12_936, 3_368, 19_732),
+)
+
+
+def paper_dataset_sizes():
+    """The paper's Table 1 as a DataFrame: train/test sizes of the real datasets (notebook 00).
+
+    FG-SBIR rows count sketch-photo pairs (each test sketch is ranked against all test photos); Market-1501 counts
+    identities, with its image counts beside them. The synthetic stand-ins are smaller on purpose.
+    """
+    import pandas as pd
+
+    cols = ["unit", "train", "test", "train images", "query images", "gallery images"]
+    df = pd.DataFrame([row[1:] for row in _TABLE1], index=[row[0] for row in _TABLE1], columns=cols)
+    df.index.name = "dataset"
+    return df.astype({c: "Int64" for c in cols[1:]})
+
+
 def chance_acc_at_k(gallery_size: int, k: int) -> float:
     """Expected acc@K of a random ranking with one true match among ``gallery_size`` items: ``min(k, n) / n``.
 
@@ -390,7 +414,9 @@ __all__ = [
     "show_pairs",
     "show_rows",
     "two_camera_pairs",
+    "PAPER_URL",
     "REAL_DATASETS",
+    "paper_dataset_sizes",
     "SideBySide",
     "chance_acc_at_k",
     "dataset_switch",

@@ -169,3 +169,14 @@ def test_dataset_switch_swaps_the_explorer_shown():
     assert box.children[1] is b.widget
     with pytest.raises(ValueError, match="empty"):
         course.dataset_switch({})
+
+
+def test_paper_dataset_sizes_is_the_papers_table_1():
+    t = course.paper_dataset_sizes()
+    assert t.loc["QMUL-Shoe", "train"] == 304 and t.loc["QMUL-Shoe", "test"] == 115
+    assert (t.loc["QMUL-Chair", "train"], t.loc["QMUL-Chair", "test"]) == (200, 97)
+    assert (t.loc["QMUL-Handbag", "train"], t.loc["QMUL-Handbag", "test"]) == (400, 168)
+    m = t.loc["Market-1501"]
+    assert (m["train"], m["test"], m["train images"], m["query images"], m["gallery images"]) == (
+        751, 750, 12_936, 3_368, 19_732)  # fmt: skip
+    assert course.PAPER_URL.endswith("1711.08106")

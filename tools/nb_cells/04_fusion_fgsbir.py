@@ -178,6 +178,7 @@ paper
 * Fusion = pool the mid-level map (flatten, for pose-aligned sketch and photo), L2-normalise each part, concatenate
   with the final feature, train end to end: `FusionConfig(("conv5",), "flatten")`, 12,800-d at 225×225.
 * It adds no parameters; per-part L2 keeps the short `fc7` part from being drowned by the long `conv5` part.
+  Exercise 3 below has you write this forward pass yourself; the checker compares it with `MidLevelFusion`.
 * Compare variants with one recipe and one seed (`course.train_side_by_side`). A smoke comparison checks the
   plumbing; only a full run can test the paper's +12 points.
 
