@@ -424,7 +424,11 @@ def explorer_model(
         folder = run_dir(name, "laptop", runs_root)
         if best_weights_path(folder).is_file():
             exp = get_experiment(name)
-            model, cfg = load_trained(folder, exp, dev, exp.config("laptop"))
+            try:
+                model, cfg = load_trained(folder, exp, dev, exp.config("laptop"))
+            except (FileNotFoundError, RuntimeError) as err:  # e.g. ImageNet weights absent on this machine
+                print(f"note: could not load {folder} ({err}); trying the next model")
+                continue
             return _explorer_of(model.eval(), cfg, f"loaded the laptop-trained {best_weights_path(folder)}",
                                 name, "laptop")  # fmt: skip
     model, cfg, source = trained_model(experiment, profile, data_root, dev, seed=seed, runs_root=runs_root)

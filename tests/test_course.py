@@ -266,3 +266,29 @@ def test_verdict_says_when_trained_scores_sit_at_chance():
         "smoke", recs, course.summarize_seed_pair(recs, "shoes_vanilla", "shoes_ours")
     )
     assert "trained Vanilla and Ours sit within one query" in cmp.verdict()
+
+
+def test_explorer_model_prefers_a_laptop_run_with_spatial_maps(tmp_path):
+    from cdimlab.experiments import build_model, get_experiment
+
+    exp = get_experiment("shoes_ours")
+    cfg = exp.config("laptop")
+    folder = tmp_path / "laptop" / "shoes_ours"
+    folder.mkdir(parents=True)
+    torch.save(build_model(exp, cfg).state_dict(), folder / "best_model.pt")
+    em = course.explorer_model("shoes_ours", "smoke", tmp_path / "data", "cpu", runs_root=tmp_path)
+    assert em.profile == "laptop" and em.experiment == "shoes_ours" and em.source.startswith("loaded the laptop")
+    assert em.layer == "conv5" and em.taps == ("conv3", "conv4", "conv5")
+    c, h, w = em.model.backbone.tap_shapes()["conv5"]
+    assert h >= 5 and w >= 5, "at the laptop input conv5 keeps a spatial layout"
+
+
+def test_explorer_model_falls_back_to_the_profiles_model(tmp_path):
+    from cdimlab.experiments import build_model, get_experiment
+
+    exp = get_experiment("shoes_ours")
+    folder = tmp_path / "smoke" / "shoes_ours"
+    folder.mkdir(parents=True)
+    torch.save(build_model(exp, exp.config("smoke")).state_dict(), folder / "best_model.pt")
+    em = course.explorer_model("shoes_ours", "smoke", tmp_path / "data", "cpu", runs_root=tmp_path)
+    assert em.profile == "smoke" and em.source.startswith("loaded") and em.layer == "conv5"
