@@ -403,6 +403,7 @@ class ExplorerModel:
     profile: str
     taps: tuple[str, ...]
     layer: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 _LAPTOP_EXPLORER = ("shoes_ours", "shoes_mnv2_ours")  # laptop-trained models whose maps have spatial extent
@@ -445,7 +446,7 @@ def _explorer_of(model: torch.nn.Module, cfg: Any, source: str, name: str, profi
     else:
         i = names.index(layer)
         taps = tuple(dict.fromkeys((names[max(0, i - 4)], layer, names[min(len(names) - 1, i + 4)])))
-    return ExplorerModel(model, cfg, source, name, profile, taps, layer)
+    return ExplorerModel(model, cfg, source, name, profile, taps, layer, next(model.parameters()).device)
 
 
 def _untrained(

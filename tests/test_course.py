@@ -218,6 +218,7 @@ def test_compare_over_seeds_runs_every_seed_and_summarises_by_hand():
     text = cmp.verdict()
     assert "no clear winner" in text and "3 of 3" in text, "a 10-point gap within a 10-point spread is no win"
     assert "30 test queries" in text and "3.3 points" in text and "synthetic" in text
+    assert "before any training" not in text, "both sides started at 0.4: no head start"
     base = cmp.baselines()
     assert "untrained" in base and "12x chance" in base and "shoes_hog: 90.0%" in base and "it beats" in base
     assert cmp.figure() is not None
@@ -277,7 +278,9 @@ def test_explorer_model_prefers_a_laptop_run_with_spatial_maps(tmp_path):
     folder.mkdir(parents=True)
     torch.save(build_model(exp, cfg).state_dict(), folder / "best_model.pt")
     em = course.explorer_model("shoes_ours", "smoke", tmp_path / "data", "cpu", runs_root=tmp_path)
-    assert em.profile == "laptop" and em.experiment == "shoes_ours" and em.source.startswith("loaded the laptop")
+    assert (
+        em.profile == "laptop" and em.experiment == "shoes_ours" and em.source.startswith("loaded the laptop")
+    )
     assert em.layer == "conv5" and em.taps == ("conv3", "conv4", "conv5")
     c, h, w = em.model.backbone.tap_shapes()["conv5"]
     assert h >= 5 and w >= 5, "at the laptop input conv5 keeps a spatial layout"
@@ -292,3 +295,12 @@ def test_explorer_model_falls_back_to_the_profiles_model(tmp_path):
     torch.save(build_model(exp, exp.config("smoke")).state_dict(), folder / "best_model.pt")
     em = course.explorer_model("shoes_ours", "smoke", tmp_path / "data", "cpu", runs_root=tmp_path)
     assert em.profile == "smoke" and em.source.startswith("loaded") and em.layer == "conv5"
+
+
+def test_verdict_names_a_head_start_that_training_did_not_create():
+    acc = {"shoes_vanilla": (0.70, 0.73), "shoes_ours": (0.77, 0.79)}  # (trained, untrained)
+    recs = {(n, s): _fake_record(n, s, acc[n][0], acc[n][1]) for n in acc for s in (0, 1)}
+    cmp = course.SeedComparison(
+        "smoke", recs, course.summarize_seed_pair(recs, "shoes_vanilla", "shoes_ours")
+    )
+    assert "Ours led by 6.0 points **before any training** (trained: 7.0)" in cmp.verdict()

@@ -46,7 +46,7 @@ from cdimlab.viz.explorer import ExplorerState, FeatureMapExplorer
 
 profile = course.resolve_profile(profile)
 em = course.explorer_model(sbir_experiment, profile, data_root, device, seed=seed)
-model, cfg, layer = em.model, em.cfg, em.layer  # layer: the fused mid-level layer this notebook is about
+model, cfg, layer, device = em.model, em.cfg, em.layer, em.device  # layer: the fused layer the text is about
 print(f"{em.experiment} ({em.profile} profile): {em.source}; taps {em.taps}")
 sbir = course.sbir_data("shoes", data_root, seed=seed)
 pairs = torch.arange(min(8, len(sbir.test)))
