@@ -54,7 +54,9 @@ print(f"{len(needed)} trained rows make up Tables 3-11; results/full holds {len(
         """
 ## Where do our numbers come from?
 
-The next cell decides, and says so. If `results/full/` holds GPU runs, they are used (and nothing is trained here).
+The next cell decides, and says so. With `profile = "laptop"` the tables show the laptop track's real-data CPU
+records (`results/laptop/`) and nothing is trained here. If `results/full/` holds GPU runs, they are used (and nothing
+is trained here).
 Otherwise this notebook runs the **smoke** profile: it trains the rows in `run_rows` that have no results yet
 (a few, to stay within a couple of minutes on a CPU), and loads whatever else `results/smoke/` already holds — from
 notebook 06, from `make reproduce`, or from an earlier run of this notebook.
