@@ -18,6 +18,14 @@ import numpy as np
 import torch
 
 from cdimlab.data import decode_images, locate_dataset
+from cdimlab.evidence import (
+    LaptopView,
+    SeedComparison,
+    alignment_probe,
+    compare_over_seeds,
+    laptop_results,
+    summarize_seed_pair,
+)
 from cdimlab.experiments import (
     PROFILES,
     build_model,
@@ -100,18 +108,27 @@ def environment_report(data_root: str | os.PathLike | None = None) -> dict[str, 
 
 
 def resolve_profile(profile: str, task_datasets: Sequence[str] = (), data_root: Any = None) -> str:
-    """The profile a notebook actually runs: ``"smoke"`` or ``"full"``; ``"auto"`` picks ``full`` only with a GPU
-    and every dataset in ``task_datasets`` present as real data. An explicit ``"full"`` without a GPU still runs
-    (slowly) but prints a warning; an unknown profile is a ValueError naming the parameter.
+    """The profile a notebook actually runs: ``"smoke"``, ``"laptop"`` or ``"full"``.
+
+    ``"auto"`` picks ``full`` only with a GPU and every dataset in ``task_datasets`` present as real data, else
+    ``smoke``. ``"laptop"`` (real data on a CPU) prints a note naming the datasets of ``task_datasets`` that are
+    missing (notebooks then show committed laptop records, or say how to make them). An explicit ``"full"`` without
+    a GPU still runs (slowly) but prints a warning; an unknown profile is a ValueError naming the parameter.
     """
     if profile not in (*PROFILES, "auto"):
         raise ValueError(f"parameter profile must be one of {(*PROFILES, 'auto')}, got {profile!r}")
-    status = datasets_status(data_root) if profile == "auto" else {}
+    status = datasets_status(data_root) if profile in ("auto", "laptop") and task_datasets else {}
     has_data = bool(task_datasets) and all(status.get(d) == "real" for d in task_datasets)
     if profile == "auto":
         return "full" if torch.cuda.is_available() and has_data else "smoke"
+    if profile == "laptop" and task_datasets and not has_data:
+        missing = [d for d in task_datasets if status.get(d) != "real"]
+        print(f"note: profile='laptop' uses real data only; missing here: {missing} "
+              "(python data_scripts/download_qmul_v1.py, data_scripts/prepare_reid.py)")  # fmt: skip
     if profile == "full" and not torch.cuda.is_available():
-        print("warning: profile='full' without a CUDA GPU will take many hours; use profile='smoke' on a CPU")
+        print(
+            "warning: profile='full' without a CUDA GPU will take many hours; use 'smoke' or 'laptop' on a CPU"
+        )
     return profile
 
 
@@ -121,6 +138,30 @@ def results_dir(profile: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ teaching helpers
+PAPER_URL = "https://arxiv.org/abs/1711.08106"  # Yu et al., "The Devil is in the Middle" (arXiv 1711.08106)
+# The paper's Table 1: (dataset, unit, train, test, train images, query images, gallery images)
+_TABLE1 = (
+    ("QMUL-Shoe", "sketch-photo pairs", 304, 115, None, None, None),
+    ("QMUL-Chair", "sketch-photo pairs", 200, 97, None, None, None),
+    ("QMUL-Handbag", "sketch-photo pairs", 400, 168, None, None, None),
+    ("Market-1501", "identities", 751, 750, 12_936, 3_368, 19_732),
+)
+
+
+def paper_dataset_sizes():
+    """The paper's Table 1 as a DataFrame: train/test sizes of the real datasets (notebook 00).
+
+    FG-SBIR rows count sketch-photo pairs (each test sketch is ranked against all test photos); Market-1501 counts
+    identities, with its image counts beside them. The synthetic stand-ins are smaller on purpose.
+    """
+    import pandas as pd
+
+    cols = ["unit", "train", "test", "train images", "query images", "gallery images"]
+    df = pd.DataFrame([row[1:] for row in _TABLE1], index=[row[0] for row in _TABLE1], columns=cols)
+    df.index.name = "dataset"
+    return df.astype({c: "Int64" for c in cols[1:]})
+
+
 def chance_acc_at_k(gallery_size: int, k: int) -> float:
     """Expected acc@K of a random ranking with one true match among ``gallery_size`` items: ``min(k, n) / n``.
 
@@ -352,6 +393,64 @@ def trained_model(
     return trained.model.eval(), cfg, f"trained now ({its} iterations, saved to {folder})"
 
 
+@dataclass
+class ExplorerModel:
+    """The FG-SBIR model notebook 07 looks inside: the net, its config, where it came from, the taps to show and
+    the layer the text is about (the fused mid-level layer)."""
+
+    model: torch.nn.Module
+    cfg: Any
+    source: str
+    experiment: str
+    profile: str
+    taps: tuple[str, ...]
+    layer: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+_LAPTOP_EXPLORER = ("shoes_ours", "shoes_mnv2_ours")  # laptop-trained models whose maps have spatial extent
+
+
+def explorer_model(
+    experiment: str,
+    profile: str,
+    data_root: Any = None,
+    device: Any = "cpu",
+    seed: int = 0,
+    runs_root: Any = None,
+) -> ExplorerModel:
+    """A laptop-trained FG-SBIR model when ``runs/laptop/shoes_ours`` or ``runs/laptop/shoes_mnv2_ours`` holds one
+    (real data; `conv5` is 5x5 at 177 px), else :func:`trained_model` of ``experiment`` in ``profile`` (notebook 07).
+    """
+    dev = resolve_device(device)
+    for name in _LAPTOP_EXPLORER:
+        folder = run_dir(name, "laptop", runs_root)
+        if best_weights_path(folder).is_file():
+            exp = get_experiment(name)
+            try:
+                model, cfg = load_trained(folder, exp, dev, exp.config("laptop"))
+            except (FileNotFoundError, RuntimeError) as err:  # e.g. ImageNet weights absent on this machine
+                print(f"note: could not load {folder} ({err}); trying the next model")
+                continue
+            return _explorer_of(model.eval(), cfg, f"loaded the laptop-trained {best_weights_path(folder)}",
+                                name, "laptop")  # fmt: skip
+    model, cfg, source = trained_model(experiment, profile, data_root, dev, seed=seed, runs_root=runs_root)
+    return _explorer_of(model, cfg, source, experiment, profile)
+
+
+def _explorer_of(model: torch.nn.Module, cfg: Any, source: str, name: str, profile: str) -> ExplorerModel:
+    """Taps: Sketch-a-Net's conv3-conv5, else the fused tap with one earlier and one later block."""
+    names = tuple(model.backbone.tap_names)
+    fused = get_experiment(name).fusion.taps
+    layer = fused[0] if fused else names[-1]
+    if {"conv3", "conv4", "conv5"} <= set(names):
+        taps = ("conv3", "conv4", "conv5")
+    else:
+        i = names.index(layer)
+        taps = tuple(dict.fromkeys((names[max(0, i - 4)], layer, names[min(len(names) - 1, i + 4)])))
+    return ExplorerModel(model, cfg, source, name, profile, taps, layer, next(model.parameters()).device)
+
+
 def _untrained(
     exp: Any, cfg: Any, data_root: Any, num_classes: int | None, dev: torch.device
 ) -> torch.nn.Module:
@@ -383,7 +482,15 @@ def dataset_switch(explorers: Mapping[str, Any]):
 
 
 __all__ = [
+    "ExplorerModel",
+    "LaptopView",
     "PROFILES",
+    "explorer_model",
+    "SeedComparison",
+    "alignment_probe",
+    "compare_over_seeds",
+    "laptop_results",
+    "summarize_seed_pair",
     "ReIDCourseData",
     "SBIRData",
     "profile_config",
@@ -392,7 +499,9 @@ __all__ = [
     "show_pairs",
     "show_rows",
     "two_camera_pairs",
+    "PAPER_URL",
     "REAL_DATASETS",
+    "paper_dataset_sizes",
     "SideBySide",
     "chance_acc_at_k",
     "dataset_switch",

@@ -213,10 +213,10 @@ EXERCISES: dict[str, Exercise] = _ex(
     # 00 welcome
     Exercise(
         "00.shoe_test_size",
-        "How many sketch queries does the QMUL-Shoe **test** split have (the paper's Table 1)? "
-        "Each query is matched against the same number of test photos.",
+        "How many sketch queries does the **real** QMUL-Shoe **test** split have (the paper's Table 1, shown "
+        "above)? The synthetic stand-in printed earlier is smaller on purpose; the question is about the real data.",
         115,
-        "look at the '#Sketches/Photos (test)' row of Table 1 (shown above) for Shoe.",
+        "read the 'test' column of the QMUL-Shoe row in the Table 1 cell above (not the stand-in's count).",
         "115 test sketches, each ranked against the 115 test photos.",
         mistakes=(
             (304, "304 is the training split; the question asks for the test split."),
@@ -225,8 +225,8 @@ EXERCISES: dict[str, Exercise] = _ex(
     ),
     Exercise(
         "00.chance_acc_at_1",
-        "If a model ranked the 115 QMUL-Shoe test photos in random order, what acc@1 would it get on average? "
-        "(A fraction, not a percentage.)",
+        "If a model ranked the real QMUL-Shoe test photos (one per test sketch: your previous answer) in random "
+        "order, what acc@1 would it get on average? (A fraction, not a percentage.)",
         1 / 115,
         "with N gallery photos and one true match, a random ranking puts the match first with probability 1/N.",
         "1/115 ≈ 0.0087: the floor any trained model must clear (the paper reports 64% on shoes).",

@@ -169,3 +169,138 @@ def test_dataset_switch_swaps_the_explorer_shown():
     assert box.children[1] is b.widget
     with pytest.raises(ValueError, match="empty"):
         course.dataset_switch({})
+
+
+def test_paper_dataset_sizes_is_the_papers_table_1():
+    t = course.paper_dataset_sizes()
+    assert t.loc["QMUL-Shoe", "train"] == 304 and t.loc["QMUL-Shoe", "test"] == 115
+    assert (t.loc["QMUL-Chair", "train"], t.loc["QMUL-Chair", "test"]) == (200, 97)
+    assert (t.loc["QMUL-Handbag", "train"], t.loc["QMUL-Handbag", "test"]) == (400, 168)
+    m = t.loc["Market-1501"]
+    assert (m["train"], m["test"], m["train images"], m["query images"], m["gallery images"]) == (
+        751, 750, 12_936, 3_368, 19_732)  # fmt: skip
+    assert course.PAPER_URL.endswith("1711.08106")
+
+
+def _fake_record(name: str, seed: int, acc1: float, untrained: float | None) -> dict:
+    return {"experiment": name, "seed": seed, "task": "fgsbir", "metrics": {"acc@1": acc1, "acc@10": 1.0},
+            "untrained": None if untrained is None else {"acc@1": untrained, "acc@10": 1.0},
+            "chance": {"acc@1": 1 / 30, "acc@10": 1 / 3}, "n_queries": 30,
+            "data": {"kind": "synthetic", "path": "<cache>"}}  # fmt: skip
+
+
+def test_compare_over_seeds_runs_every_seed_and_summarises_by_hand():
+    acc = {("shoes_vanilla", 0): 0.5, ("shoes_vanilla", 1): 0.6, ("shoes_vanilla", 2): 0.7,
+           ("shoes_ours", 0): 0.6, ("shoes_ours", 1): 0.7, ("shoes_ours", 2): 0.8,
+           ("shoes_hog", 0): 0.9, ("shoes_hog", 1): 0.9, ("shoes_hog", 2): 0.9}  # fmt: skip
+    calls = []
+
+    def fake_run(name, profile, seed, **kw):
+        calls.append((name, profile, seed))
+        return _fake_record(name, seed, acc[(name, seed)], None if name == "shoes_hog" else 0.4)
+
+    cmp = course.compare_over_seeds(
+        "shoes_vanilla", "shoes_ours", "smoke", (0, 1, 2), ("shoes_hog",), run=fake_run
+    )
+    assert len(calls) == 9 and {c[1] for c in calls} == {"smoke"}
+    s = cmp.summary
+    assert s.seeds == [0, 1, 2] and s.wins == 3 and s.n_queries == 30
+    assert s.trained["vanilla"] == pytest.approx((0.6, 0.1)) and s.trained["ours"] == pytest.approx(
+        (0.7, 0.1)
+    )
+    table = cmp.table()
+    assert list(table["seeds"]) == [3, 3, 3] and list(table["n test queries"]) == [30, 30, 30]
+    assert table.loc["Ours (shoes_ours)", "acc@1 mean (%)"] == pytest.approx(70.0)
+    assert table.loc["Ours (shoes_ours)", "± std"] == pytest.approx(10.0)
+    assert table.loc["Vanilla (shoes_vanilla)", "untrained (%)"] == pytest.approx(40.0)
+    assert table.loc["shoes_hog", "chance (%)"] == pytest.approx(100 / 30, abs=0.01)
+    assert np.isnan(table.loc["shoes_hog", "untrained (%)"])
+    text = cmp.verdict()
+    assert "no clear winner" in text and "3 of 3" in text, "a 10-point gap within a 10-point spread is no win"
+    assert "30 test queries" in text and "3.3 points" in text and "synthetic" in text
+    assert "before any training" not in text, "both sides started at 0.4: no head start"
+    base = cmp.baselines()
+    assert "untrained" in base and "12x chance" in base and "shoes_hog: 90.0%" in base and "it beats" in base
+    assert cmp.figure() is not None
+
+
+def test_compare_over_seeds_refuses_no_seeds():
+    with pytest.raises(ValueError, match="seeds"):
+        course.compare_over_seeds("shoes_vanilla", "shoes_ours", seeds=())
+
+
+def test_laptop_results_without_records_says_how_to_make_them(tmp_path):
+    view = course.laptop_results(("shoes", "chairs"), out_root=tmp_path)
+    assert view.summaries == [] and view.figure() is None
+    assert "No laptop records" in view.markdown() and "make laptop" in view.markdown()
+
+
+def test_laptop_results_keeps_the_notebooks_datasets(tmp_path):
+    import json
+
+    folder = tmp_path / "laptop"
+    folder.mkdir()
+    for name in ("shoes_mnv2_vanilla", "shoes_mnv2_ours", "market_mnv2_vanilla", "market_mnv2_ours"):
+        rec = _fake_record(name, 0, 0.5 if "vanilla" in name else 0.6, 0.2)
+        if name.startswith("market"):
+            rec.update(task="reid", metrics={"rank1": 0.5, "mAP": 0.3}, untrained={"rank1": 0.1},
+                       chance={"rank1": 0.01, "mAP": 0.01})  # fmt: skip
+        (folder / f"{name}.json").write_text(json.dumps(rec))
+    view = course.laptop_results(("shoes",), out_root=tmp_path)
+    assert [p.dataset for p in view.summaries] == ["shoes"]
+    assert "| shoes |" in view.markdown() and "market1501" not in view.markdown()
+    assert {p.dataset for p in course.laptop_results(None, out_root=tmp_path).summaries} == {
+        "shoes",
+        "market1501",
+    }
+
+
+def test_resolve_profile_accepts_laptop_and_names_missing_data(tmp_path, capsys):
+    assert course.resolve_profile("laptop", ("shoes",), tmp_path) == "laptop"
+    assert "missing here: ['shoes']" in capsys.readouterr().out
+
+
+def test_verdict_says_when_trained_scores_sit_at_chance():
+    recs = {(n, s): _fake_record(n, s, 1 / 30 + 0.01 * s, 1 / 30) for n in ("shoes_vanilla", "shoes_ours")
+            for s in (0, 1)}  # fmt: skip
+    cmp = course.SeedComparison(
+        "smoke", recs, course.summarize_seed_pair(recs, "shoes_vanilla", "shoes_ours")
+    )
+    assert "trained Vanilla and Ours sit within one query" in cmp.verdict()
+
+
+def test_explorer_model_prefers_a_laptop_run_with_spatial_maps(tmp_path):
+    from cdimlab.experiments import build_model, get_experiment
+
+    exp = get_experiment("shoes_ours")
+    cfg = exp.config("laptop")
+    folder = tmp_path / "laptop" / "shoes_ours"
+    folder.mkdir(parents=True)
+    torch.save(build_model(exp, cfg).state_dict(), folder / "best_model.pt")
+    em = course.explorer_model("shoes_ours", "smoke", tmp_path / "data", "cpu", runs_root=tmp_path)
+    assert (
+        em.profile == "laptop" and em.experiment == "shoes_ours" and em.source.startswith("loaded the laptop")
+    )
+    assert em.layer == "conv5" and em.taps == ("conv3", "conv4", "conv5")
+    c, h, w = em.model.backbone.tap_shapes()["conv5"]
+    assert h >= 5 and w >= 5, "at the laptop input conv5 keeps a spatial layout"
+
+
+def test_explorer_model_falls_back_to_the_profiles_model(tmp_path):
+    from cdimlab.experiments import build_model, get_experiment
+
+    exp = get_experiment("shoes_ours")
+    folder = tmp_path / "smoke" / "shoes_ours"
+    folder.mkdir(parents=True)
+    torch.save(build_model(exp, exp.config("smoke")).state_dict(), folder / "best_model.pt")
+    em = course.explorer_model("shoes_ours", "smoke", tmp_path / "data", "cpu", runs_root=tmp_path)
+    assert em.profile == "smoke" and em.source.startswith("loaded") and em.layer == "conv5"
+
+
+def test_verdict_names_a_head_start_that_training_did_not_create():
+    acc = {"shoes_vanilla": (0.70, 0.73), "shoes_ours": (0.77, 0.79)}  # (trained, untrained)
+    recs = {(n, s): _fake_record(n, s, acc[n][0], acc[n][1]) for n in acc for s in (0, 1)}
+    cmp = course.SeedComparison(
+        "smoke", recs, course.summarize_seed_pair(recs, "shoes_vanilla", "shoes_ours")
+    )
+    assert "Ours led by 6.0 points **before any training** (trained: 7.0)" in cmp.verdict()

@@ -116,15 +116,19 @@ def test_layer_change_resizes_filter_slider_and_clamps(explorer):
 
 def test_feature_maps_are_cached_per_pair(explorer):
     assert explorer.widget is not None
-    assert explorer.forward_passes == 1
+    assert explorer.forward_passes == len(explorer), (
+        "the headline ranks against every pair: one pass each, once"
+    )
     explorer.controls["filter"].value = 2
     explorer.controls["layer"].value = "narrow"
     explorer.controls["alpha"].value = 0.2
-    assert explorer.forward_passes == 1, "slider moves within a pair must not run the model again"
     explorer.controls["pair"].value = 2
-    assert explorer.forward_passes == 2 and explorer.state.pair == 2
+    assert explorer.forward_passes == len(explorer), (
+        "slider moves and pair changes must not run the model again"
+    )
+    assert explorer.state.pair == 2
     explorer.controls["pair"].value = 0
-    assert explorer.forward_passes == 2
+    assert explorer.forward_passes == len(explorer)
     a, b = explorer.maps(2, "narrow")
     torch.testing.assert_close(
         b, explorer.backbone.forward_taps(explorer.images_b[2:3], ["narrow"])["narrow"][0]
@@ -169,3 +173,33 @@ def test_explorer_on_real_sketchanet_with_uint8_images():
     ex.controls["layer"].value = "conv5"
     ex.controls["filter"].value = 255
     assert ex.state.filter == 255 and ex.maps(0, "conv5")[0].shape == (256, 2, 2)
+
+
+# ----------------------------------------------------------------------------------------------- match measure
+def test_match_score_hand_computed():
+    from cdimlab.viz.explorer import match_score
+
+    q = torch.tensor([1.0, 0.0])
+    cands = torch.tensor([[0.0, 1.0], [1.0, 0.1], [2.0, 0.0]])  # after L2: [0,1], ~[1,0.1], [1,0]
+    s = match_score(q, cands, true_index=2)
+    assert s.rank == 1 and s.n == 3 and s.d_true == pytest.approx(0.0)
+    assert s.d_wrong == pytest.approx(float(torch.dist(torch.tensor([1.0, 0.0]), cands[1] / cands[1].norm())))
+    assert s.gap > 0
+    assert match_score(q, cands, true_index=0).rank == 3, "the farthest candidate ranks last"
+    dead = match_score(torch.zeros(2), torch.zeros(3, 2), 1)
+    assert dead.rank == 3, "ties count against the true partner: a dead filter ranks last"
+    with pytest.raises(ValueError, match="at least 2"):
+        match_score(q, cands[:1], 0)
+
+
+def test_explorer_opens_on_the_layer_asked_and_headlines_the_rank(explorer):
+    torch.manual_seed(0)
+    imgs = torch.rand(3, 1, 16, 16)
+    ex = FeatureMapExplorer(TwoTaps(), imgs, imgs.clone(), ["wide", "narrow"], "cpu", layer="narrow")
+    assert ex.state.layer == "narrow" and ex.state.filter in range(4)
+    title = ex.render()._suptitle.get_text()
+    assert "ranked 1 of 3" in title and "whole narrow" in title, "identical partners rank first"
+    assert ex.match(0, "narrow").d_true == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="layer='conv9'"):
+        FeatureMapExplorer(TwoTaps(), imgs, imgs, ["wide"], "cpu", layer="conv9")
+    assert "cosine" not in explorer.render()._suptitle.get_text()

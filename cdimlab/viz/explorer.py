@@ -28,7 +28,6 @@ from cdimlab.utils import resolve_device
 from cdimlab.viz.feature_maps import (
     ImageLike,
     _check_pair_maps,
-    activation_similarity,
     as_batch,
     draw_heat,
     draw_image,
@@ -37,6 +36,42 @@ from cdimlab.viz.feature_maps import (
     top_filters,
     upsample_map,
 )
+
+
+@dataclass(frozen=True)
+class MatchScore:
+    """How well a map tells the true partner from the others: ``a[pair]`` against every ``b[j]`` of the explorer.
+
+    Distances are Euclidean between L2-normalised flattened maps (what the flatten fusion compares). ``rank`` is 1
+    when the true partner is the closest; ties count against it (a dead filter ranks last). ``gap`` > 0 means the
+    true partner is closer than the best wrong one.
+    """
+
+    rank: int
+    n: int
+    d_true: float
+    d_wrong: float
+
+    @property
+    def gap(self) -> float:
+        return self.d_wrong - self.d_true
+
+    def text(self, what: str) -> str:
+        return (f"{what}: true partner ranked {self.rank} of {self.n} "
+                f"(distance {self.d_true:.2f} vs best wrong {self.d_wrong:.2f})")  # fmt: skip
+
+
+def match_score(query: Tensor, candidates: Tensor, true_index: int) -> MatchScore:
+    """:class:`MatchScore` of ``query`` (any shape) against ``candidates`` (N, ...) whose ``true_index`` is its partner."""
+    if len(candidates) < 2:
+        raise ValueError(f"match_score needs at least 2 candidates to rank, got {len(candidates)}")
+    q = torch.nn.functional.normalize(query.reshape(1, -1).double(), dim=1)
+    c = torch.nn.functional.normalize(candidates.reshape(len(candidates), -1).double(), dim=1)
+    d = torch.cdist(q, c)[0]
+    d_true = float(d[true_index])
+    wrong = torch.cat([d[:true_index], d[true_index + 1 :]])
+    rank = 1 + int((wrong <= d_true + 1e-12).sum())
+    return MatchScore(rank, len(candidates), d_true, float(wrong.min()))
 
 
 @dataclass(frozen=True)
@@ -69,14 +104,16 @@ def render(
     state: ExplorerState | None = None,
     *,
     labels: tuple[str, str] = ("sketch", "photo"),
+    headline: str | None = None,
     **kwargs: Any,
 ) -> Figure:
     """Draw one explorer view: image A | filter map on A | image B | filter map on B (four axes).
 
     ``maps_a``/``maps_b`` are the ``(C, h, w)`` maps of the chosen layer for the two images. The state comes from
     ``state`` and/or keyword overrides (``layer=``, ``filter=``, ``pair=``, ``overlay=``, ``alpha=``). Titles name
-    the pair, the layer and the filter; the figure title gives the cosine similarity of the two maps (how alike the
-    filter fires in both domains). A filter index outside the layer raises ValueError naming ``filter``.
+    the pair, the layer and the filter; the figure title is ``headline`` when given (the explorer passes how the true
+    partner ranks against the other images, see :class:`MatchScore`), else the layer, filter and mean activations.
+    A filter index outside the layer raises ValueError naming ``filter``.
     """
     unknown = set(kwargs) - set(ExplorerState.__dataclass_fields__)
     if unknown:
@@ -85,7 +122,6 @@ def render(
     a, b = _check_pair_maps(maps_a, maps_b)
     _check_state(state, a.shape[0])
     f = state.filter
-    sim = float(activation_similarity(a[f : f + 1], b[f : f + 1])[0])
     layer = state.layer or "layer"
     fig = new_figure(10.0, 3.0)
     axes = fig.subplots(1, 4)
@@ -94,11 +130,8 @@ def render(
         heat = upsample_map(maps[f], shown.shape[:2])
         draw_image(axes[2 * side], shown, f"{label} (pair {state.pair})")
         draw_heat(axes[2 * side + 1], shown, heat, state.alpha, state.overlay, f"{layer} filter {f}: {label}")
-    fig.suptitle(
-        f"{layer}, filter {state.filter}: cosine similarity of the two maps = {sim:.2f} "
-        f"(mean activation {a[state.filter].mean():.3g} / {b[state.filter].mean():.3g})",
-        fontsize=10,
-    )
+    default = f"mean activation {a[f].mean():.3g} / {b[f].mean():.3g}"
+    fig.suptitle(f"{layer}, filter {f}: {headline or default}", fontsize=9)
     return fig
 
 
@@ -131,6 +164,7 @@ class FeatureMapExplorer:
         labels: tuple[str, str] = ("sketch", "photo"),
         preprocess: Callable[[Tensor], Tensor] | None = None,
         initial: ExplorerState | None = None,
+        layer: str | None = None,
     ) -> None:
         if not isinstance(getattr(model, "backbone", None), TappedBackbone):
             raise TypeError(
@@ -154,8 +188,11 @@ class FeatureMapExplorer:
         self._cache: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
         self.forward_passes = 0
         self.last_figure: Figure | None = None
-        if initial is None:  # start on the filter that fires most strongly and alike on the first pair
-            self.state = ExplorerState(layer=self.taps[0])
+        if layer is not None and layer not in self.taps:
+            raise ValueError(f"layer={layer!r} is not one of the explorer's taps {list(self.taps)}")
+        # start on ``layer`` (default: the first tap), on the filter that fires most strongly and alike there
+        if initial is None:
+            self.state = ExplorerState(layer=layer or self.taps[0])
             self.state = replace(self.state, filter=self.suggested_filters(1)[0])
         else:
             self.state = initial if initial.layer in self.taps else replace(initial, layer=self.taps[0])
@@ -202,13 +239,31 @@ class FeatureMapExplorer:
         a, b = self.maps(self.state.pair if pair is None else pair, layer or self.state.layer)
         return top_filters(a, b, k)
 
+    def match(self, pair: int, layer: str, filter: int | None = None) -> MatchScore:
+        """How image A of ``pair`` ranks its true partner among all B images, by the whole ``layer`` map or by one
+        ``filter``'s map (computes the maps of every pair at that layer once; they are cached)."""
+        if len(self) < 2:
+            raise ValueError("match needs at least 2 pairs in the explorer (one true partner, one wrong)")
+        a = self.maps(pair, layer)[0]
+        bs = torch.stack([self.maps(j, layer)[1] for j in range(len(self))])
+        if filter is not None:
+            a, bs = a[filter], bs[:, filter]
+        return match_score(a, bs, pair)
+
+    def headline(self, state: ExplorerState | None = None) -> str:
+        """The figure title: how this filter's map, and the whole layer, rank the true partner (needs 2+ pairs)."""
+        st = state or self.state
+        if len(self) < 2:
+            return "one pair only: no other image to rank against"
+        one, whole = self.match(st.pair, st.layer, st.filter), self.match(st.pair, st.layer)
+        return f"{one.text('this filter')}; {whole.text(f'whole {st.layer}')}"
+
     def render(self, state: ExplorerState | None = None) -> Figure:
         """Figure for ``state`` (default: the current state); stores it as :attr:`last_figure`."""
         st = state or self.state
         a, b = self.maps(st.pair, st.layer)
-        self.last_figure = render(
-            self.images_a[st.pair], self.images_b[st.pair], a, b, st, labels=self.labels
-        )
+        self.last_figure = render(self.images_a[st.pair], self.images_b[st.pair], a, b, st, labels=self.labels,
+                                  headline=self.headline(st))  # fmt: skip
         return self.last_figure
 
     # ---- widgets --------------------------------------------------------------------------------------------

@@ -7,14 +7,17 @@ CELLS = [
 # 00 · Welcome: cross-domain instance matching, and is this machine ready?
 
 This course teaches, and reproduces, one idea from Yu, Chang, Song, Xiang and Hospedales,
-*"The Devil is in the Middle: Exploiting Mid-level Representations for Cross-Domain Instance Matching"*.
+*"The Devil is in the Middle: Exploiting Mid-level Representations for Cross-Domain Instance Matching"*
+([arXiv 1711.08106](https://arxiv.org/abs/1711.08106)). Keep the paper open beside the notebooks: every table number
+quoted here is from it.
 
 **Learning goals.** After this notebook you can
 1. say what *cross-domain instance matching* (CDIM) is, with its two examples: fine-grained sketch-based image
    retrieval (FG-SBIR) and person re-identification (ReID);
 2. state the paper's idea in one sentence, and find where each step of it is taught in this course;
 3. check your environment (versions, GPU, widgets, datasets) and know how to get the real data;
-4. tell the `smoke` profile (CPU, synthetic data, minutes) from the `full` profile (GPU, real data, the paper's recipe).
+4. tell the three profiles apart: `smoke` (CPU, synthetic stand-ins, seconds: checks the pipeline), `laptop` (real
+   data on a CPU, ~25 min a seed) and `full` (GPU, real data, the paper's recipe).
 """,
     ),
     (
@@ -60,15 +63,16 @@ about 12 points of acc@1 on QMUL-Shoe (Table 3) and 8 points of mAP on Market-15
 
 Every notebook has a **parameters** cell. Left alone it runs the `smoke` profile: synthetic stand-in datasets
 (written in the real datasets' file formats), small inputs, a few dozen iterations — enough to see every step
-work, not enough to reproduce a number. On a GPU with the real data, run the same notebook with
-`papermill notebooks/04_fusion_fgsbir.ipynb out.ipynb -p profile full`.
+work, not enough to reproduce a number. Notebooks 04, 05 and 08 also take `profile = "laptop"`: they show the
+committed real-data CPU results (`results/laptop/`, produced by `make laptop`). On a GPU with the real data, run a
+notebook with `papermill notebooks/04_fusion_fgsbir.ipynb out.ipynb -p profile full`.
 """,
     ),
     (
         "params",
         """
 # Parameters (papermill: -p profile full). Literals only.
-profile = "smoke"  # "smoke": CPU-sized, synthetic data when the real data is absent; "full": the paper's recipe
+profile = "smoke"  # smoke | laptop | full  (smoke: CPU, synthetic stand-ins; laptop: real data, CPU; full: GPU)
 seed = 0
 data_root = None  # None: $CDIMLAB_DATA if set, else ./data
 """,
@@ -118,7 +122,7 @@ datasets
         "code",
         """
 profile = course.resolve_profile(profile)
-assert profile in ("smoke", "full")
+assert profile in ("smoke", "laptop", "full")
 print(f"This session runs the {profile!r} profile.")
 """,
     ),
@@ -172,14 +176,33 @@ course.show_pairs(cam_a, cam_b, ("camera A", "camera B"))
     (
         "md",
         """
+## How big are the real datasets? (the paper's Table 1)
+
+The stand-in above is small on purpose (seconds of CPU). The real test sets are larger, and the size of the test
+gallery sets the floor a model must clear: with N test photos, a random ranking finds the true photo first with
+probability 1/N. The paper's Table 1:
+""",
+    ),
+    (
+        "code",
+        """
+table1 = course.paper_dataset_sizes()
+assert (table1["train"] > 0).all() and (table1["test"] > 0).all()
+table1
+""",
+    ),
+    (
+        "md",
+        """
 ## Summary
 
+* The paper: [arXiv 1711.08106](https://arxiv.org/abs/1711.08106); its Table 1 (above) gives the real test sizes.
 * CDIM matches **instances** across **domains**: sketch → photo (FG-SBIR) and camera → camera (ReID).
 * The paper fuses a **mid-level** feature map with the final feature: flatten for pose-aligned domains, GAP
   otherwise, L2-normalise, concatenate, train end to end.
 * This machine's environment is checked above; without a GPU or the real data the course runs the `smoke` profile
   on synthetic stand-ins in the real formats. Numbers from `smoke` show that the code works, not what the paper found:
-  those come from `full` runs, collected in notebook 08.
+  real-data numbers come from the `laptop` profile (CPU) and the `full` profile (GPU), collected in notebook 08.
 
 Next: **01_metrics** — how retrieval is scored.
 """,

@@ -28,7 +28,7 @@ Without interactive widgets (a static HTML export, a plain Python run), every vi
 profile = "smoke"
 seed = 0
 data_root = None
-sbir_experiment = "shoes_ours"  # the FG-SBIR model to look inside
+sbir_experiment = "shoes_ours"  # the FG-SBIR model; a laptop-trained run (runs/laptop/shoes_ours) wins when present
 reid_experiment = "market_ours"  # the ReID model (loaded when an earlier run left one; else random weights)
 device = "cpu"
 """,
@@ -41,17 +41,17 @@ import torch
 from IPython.display import display
 
 from cdimlab import course
-from cdimlab.data import sbir_bank
+from cdimlab.train.evaluate import sbir_eval_bank
 from cdimlab.viz.explorer import ExplorerState, FeatureMapExplorer
 
 profile = course.resolve_profile(profile)
-model, cfg, source = course.trained_model(sbir_experiment, profile, data_root, device, seed=seed)
-print(f"{sbir_experiment}: {source}")
+em = course.explorer_model(sbir_experiment, profile, data_root, device, seed=seed)
+model, cfg, layer, device = em.model, em.cfg, em.layer, em.device  # layer: the fused layer the text is about
+print(f"{em.experiment} ({em.profile} profile): {em.source}; taps {em.taps}")
 sbir = course.sbir_data("shoes", data_root, seed=seed)
 pairs = torch.arange(min(8, len(sbir.test)))
-sizes = dict(crop=cfg.sbir_input, resize=cfg.sbir_resize, sketch_std=cfg.sketch_std)  # plain sizes, no config
-sketches, photos = (sbir_bank(x, device, **sizes, train=False).eval_batch(pairs) for x in (sbir.test.sketches, sbir.test.photos))
-assert sketches.shape == photos.shape == (len(pairs), 1, cfg.sbir_input, cfg.sbir_input)
+sketches, photos = (sbir_eval_bank(x, model, device, cfg).eval_batch(pairs) for x in (sbir.test.sketches, sbir.test.photos))
+assert sketches.shape == photos.shape and len(sketches) == len(pairs)
 """,
     ),
     (
@@ -59,9 +59,13 @@ assert sketches.shape == photos.shape == (len(pairs), 1, cfg.sbir_input, cfg.sbi
         """
 ## The feature-map explorer
 
-Pick a pair (sketch *i* and photo *i*), a layer and a filter. Each map is upsampled and drawn over its image; the
-title gives the cosine similarity of the two maps — how alike the filter fires in the two domains. The explorer
-suggests the filters that fire strongly *and* alike for the current pair.
+Pick a pair (sketch *i* and photo *i*), a layer and a filter. Each map is upsampled and drawn over its image. The
+title answers the question that matters for retrieval: **does this map pick the true photo out of the others?** It
+ranks all the explorer's photos by the distance between their (L2-normalised, flattened) map and the sketch's, for
+the chosen filter and for the whole layer: *rank 1 of 8* means the true photo is the closest, and the distance to
+it is set against the **best wrong photo**. (Cosine similarity of one sketch-photo pair cannot do this: a sketch's
+map is about as similar to a wrong photo's as to its own.) The explorer opens on the fused layer and suggests the
+filters that fire strongly *and* alike for the current pair.
 
 First a static view (it is what an exported notebook shows), then the interactive explorer.
 """,
@@ -69,12 +73,15 @@ First a static view (it is what an exported notebook shows), then the interactiv
     (
         "code",
         """
-explorer = FeatureMapExplorer(model, sketches, photos, taps=("conv3", "conv4", "conv5"), device=device,
-                              labels=("sketch", "photo"))
+explorer = FeatureMapExplorer(model, sketches, photos, taps=em.taps, device=device, labels=("sketch", "photo"),
+                              layer=layer)
 best = explorer.suggested_filters(k=3)
-print("filters that fire alike on pair 0 at conv5:", best)
-figure = explorer.render(ExplorerState(pair=0, layer="conv5", filter=best[0]))
-assert explorer.num_filters("conv5") == 256 and len(explorer) == len(pairs)
+c, h, w = explorer.maps(0, layer)[0].shape
+print(f"{layer} maps are {c} x {h} x {w}; filters that fire alike on pair 0 at {layer}: {best}")
+if h * w <= 4:
+    print(f"only {h}x{w} positions: little to see. `make laptop` trains a model whose maps have spatial extent")
+figure = explorer.render(ExplorerState(pair=0, layer=layer, filter=best[0]))
+assert explorer.state.layer == layer and explorer.num_filters(layer) == c and len(explorer) == len(pairs)
 figure
 """,
     ),
@@ -87,9 +94,26 @@ explorer.show()  # sliders and menus in JupyterLab; a static figure where widget
     (
         "md",
         """
-Try it: move the filter slider across `conv5` and compare with `conv3`. Early-layer filters respond to strokes
-everywhere; many `conv5` filters respond to one *part*, in both domains, at the same place — the reason flattening
-`conv5` (keeping *where*) helps FG-SBIR.
+The same measure for every pair at once: the rank of the true photo (1 = retrieved first) and the gap between the
+best wrong photo's distance and the true photo's (positive = the true photo is closer), by the whole fused layer.
+""",
+    ),
+    (
+        "code",
+        """
+scores = [explorer.match(i, layer) for i in range(len(explorer))]
+print(f"rank of the true photo among {len(explorer)} at {layer}:", [s.rank for s in scores])
+print("gap (best wrong - true distance):", [round(s.gap, 2) for s in scores])
+assert all(1 <= s.rank <= len(explorer) for s in scores)
+""",
+    ),
+    (
+        "md",
+        """
+Try it: move the filter slider across the fused layer (`conv5` for Sketch-a-Net, `block13` for the MobileNetV2 of
+the laptop track) and compare with the earliest tap. Early-layer filters respond to strokes everywhere; a mid-level
+filter that responds to one *part*, in both domains, at the same place ranks the true photo high — the reason
+flattening the mid-level map (keeping *where*) helps FG-SBIR. Watch the rank, not how pretty the map is.
 
 The paper's Fig. 5 shows several filters on one pair at once:
 """,
@@ -99,8 +123,8 @@ The paper's Fig. 5 shows several filters on one pair at once:
         """
 from cdimlab.viz.feature_maps import render_feature_maps, top_filters
 
-maps_a, maps_b = explorer.maps(0, "conv5")
-render_feature_maps(sketches[0], photos[0], maps_a, maps_b, top_filters(maps_a, maps_b, k=4), layer="conv5")
+maps_a, maps_b = explorer.maps(0, layer)
+render_feature_maps(sketches[0], photos[0], maps_a, maps_b, top_filters(maps_a, maps_b, k=4), layer=layer)
 """,
     ),
     (
@@ -162,11 +186,11 @@ layer's maps weights the maps, and their weighted sum shows the regions that mak
 from cdimlab.viz.gradcam import embedding_gradcam, embedding_similarity, render_gradcam
 
 q, g = sketches[0], photos[0]
-cam_q = embedding_gradcam(model, "conv5", q, g, device)
-cam_g = embedding_gradcam(model, "conv5", g, q, device)
+cam_q = embedding_gradcam(model, layer, q, g, device)
+cam_g = embedding_gradcam(model, layer, g, q, device)
 similarity = embedding_similarity(model, q, g, device)
 assert cam_q.shape == tuple(q.shape[-2:]) and 0.0 <= cam_q.min() and cam_q.max() <= 1.0
-render_gradcam(q, g, cam_q, cam_g, titles=("query sketch", "its photo"), layer="conv5", similarity=similarity)
+render_gradcam(q, g, cam_q, cam_g, titles=("query sketch", "its photo"), layer=layer, similarity=similarity)
 """,
     ),
     (
@@ -185,7 +209,7 @@ from cdimlab.metrics import acc_at_k
 from cdimlab.train import embed_images, sbir_distances
 from cdimlab.viz.gallery import rank_of_true_match, render_ranked_gallery
 
-dist = sbir_distances(model, sbir.test, device, protocol="center", cfg=cfg)[0]
+dist = sbir_distances(model, sbir.test, device, protocol="center", cfg=cfg)[0]  # every test photo, not just 8
 ranks = rank_of_true_match(dist)
 acc = acc_at_k(dist, ks=(1, 10))
 assert abs(acc[1] - float((ranks <= 1).mean())) < 1e-6, "the gallery's ranks and acc@1 agree"
@@ -207,10 +231,10 @@ next to its own photo, not next to other sketches.
 from cdimlab.viz.plots import embedding_2d
 
 n = min(10, len(sbir.test))
-bank_s = sbir_bank(sbir.test.sketches[:n], device, **sizes, train=False)
-bank_p = sbir_bank(sbir.test.photos[:n], device, **sizes, train=False)
+bank_s = sbir_eval_bank(sbir.test.sketches[:n], model, device, cfg)
+bank_p = sbir_eval_bank(sbir.test.photos[:n], model, device, cfg)
 emb = torch.cat([embed_images(model, bank_s, device)[0], embed_images(model, bank_p, device)[0]])
-embedding_2d(emb, labels=list(range(n)) * 2, domains=["sketch"] * n + ["photo"] * n, title=f"{sbir_experiment}: PCA")
+embedding_2d(emb, labels=list(range(n)) * 2, domains=["sketch"] * n + ["photo"] * n, title=f"{em.experiment}: PCA")
 """,
     ),
     (
@@ -218,8 +242,10 @@ embedding_2d(emb, labels=list(range(n)) * 2, domains=["sketch"] * n + ["photo"] 
         """
 ## Summary
 
-* The **explorer** shows, filter by filter, that mid-level maps fire on the same part at the same place in a sketch
-  and its photo (pose-aligned: flatten them), but at different places for two cameras (not aligned: pool them).
+* The **explorer** shows, filter by filter, where mid-level maps fire in a sketch and its photo (pose-aligned:
+  flatten them) and in two cameras (not aligned: pool them), and headlines what matters for retrieval: the rank of
+  the true partner and its distance gap to the best wrong one. It opens on the fused layer; a laptop-trained model
+  (`make laptop`) gives maps with spatial extent, the smoke model only a 2x2 `conv5`.
 * **Embedding Grad-CAM** differentiates the *similarity* of two embeddings, not a class score, and shows the regions
   that make a query match a gallery item.
 * **Ranked galleries** make acc@K and CMC visible; the **2-D map** shows whether sketches sit beside their photos.
