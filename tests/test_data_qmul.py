@@ -10,7 +10,8 @@ import pytest
 import scipy.io as sio
 import torch
 
-from cdimlab.data.qmul import TripletSampler, load_qmul_v1, train_val_split
+from cdimlab.data.qmul import load_qmul_v1, train_val_split
+from cdimlab.data.samplers import TripletSampler
 from cdimlab.data.synthetic import synthetic_sbir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qmul_v1"
