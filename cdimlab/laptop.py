@@ -165,7 +165,12 @@ def verdict(p: PairSummary) -> str:
     gain = om - vm
     learned = {s: p.trained[s][0] - p.untrained[s][0] for s in ("vanilla", "ours")}
     spread = max(vs, os_)
-    if p.wins == len(p.seeds) and gain > spread:
+    if len(p.seeds) < 3:
+        head = (
+            f"only {len(p.seeds)} seed(s): Ours {'ahead' if gain > 0 else 'behind'} by {100 * abs(gain):.1f} "
+            "points, with no spread to judge it by (run more seeds)"
+        )
+    elif p.wins == len(p.seeds) and gain > spread:
         head = f"fusion won on every seed ({p.wins}/{len(p.seeds)}), by {100 * gain:.1f} points"
     elif p.wins == 0 and -gain > spread:
         head = f"fusion lost on every seed, by {100 * -gain:.1f} points"
