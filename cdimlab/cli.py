@@ -37,7 +37,7 @@ from cdimlab.experiments import (
     run_experiment,
     summarize,
 )
-from cdimlab.experiments.runner import experiment_of
+from cdimlab.experiments.records import experiment_of
 from cdimlab.laptop import run_track, write_summary
 from cdimlab.report import write_report
 from cdimlab.train import CHECKPOINT, best_weights_path, load_checkpoint, shutdown_distributed

@@ -39,6 +39,10 @@ def test_verdict_says_when_fusion_won_or_lost_everywhere():
         recs[("chairs_mnv2_ours", s)] = _rec("chairs_mnv2_ours", s, 0.50 + 0.01 * s, 0.4)
     (p,) = laptop.summarize_pairs(recs)
     assert "fusion won on every seed (3/3), by 20.0 points" in laptop.verdict(p)
+    # untrained: Ours 0.40 vs Vanilla 0.30, so 10 of the 20 trained points were there before any training
+    assert "Ours was 10.0 points ahead of Vanilla: 50 % of the trained gap was there before training" in (
+        laptop.verdict(p)
+    )
     (one,) = laptop.summarize_pairs({k: v for k, v in recs.items() if k[1] == 0})
     assert "only 1 seed(s)" in laptop.verdict(one) and "won" not in laptop.verdict(one)
     swapped = {(n.replace("ours", "X").replace("vanilla", "ours").replace("X", "vanilla"), s): r

@@ -202,6 +202,8 @@ def test_cuda_rng_restores_on_a_host_with_another_number_of_gpus():
     from cdimlab.train.checkpoint import restore_cuda_rng
 
     calls: list[tuple[str, int]] = []
-    assert restore_cuda_rng(["a", "b", "c"], 1, lambda st, i: calls.append((st, i))) == 1 and calls == [("a", 0)]
+    assert restore_cuda_rng(["a", "b", "c"], 1, lambda st, i: calls.append((st, i))) == 1 and calls == [
+        ("a", 0)
+    ]
     calls.clear()
     assert restore_cuda_rng(["a"], 4, lambda st, i: calls.append((st, i))) == 1 and calls == [("a", 0)]

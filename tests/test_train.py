@@ -333,3 +333,57 @@ def test_cuda_style_lazy_loss_reads_log_the_same_and_still_stop_on_nan(tmp_path,
     with pytest.raises(FloatingPointError, match=r"iteration 6"):
         fit_triplet(model, tiny_split(8), None, cfg, "cpu", tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 4
+
+
+def test_img_per_s_counts_training_steps_only_not_evaluation(monkeypatch):
+    """A fake clock: each training step takes 1 s, each validation 1,000 s. img/s must be images per second of
+    training steps (12 images per step of 4 triplets), as if evaluation took no time; before this fix it read
+    60 / 3,005 s = 0.02."""
+    import cdimlab.train.fit as fit_mod
+    import cdimlab.train.loop as loop_mod
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(loop_mod.time, "perf_counter", lambda: clock["t"])
+    real_eval, real_step = fit_mod.evaluate_sbir, loop_mod.TrainLoop.step
+
+    def slow_eval(*args, **kwargs):
+        clock["t"] += 1_000.0
+        return real_eval(*args, **kwargs)
+
+    def one_second_step(self, it, loss, need_value=False):
+        clock["t"] += 1.0
+        return real_step(self, it, loss, need_value)
+
+    monkeypatch.setattr(fit_mod, "evaluate_sbir", slow_eval)
+    monkeypatch.setattr(loop_mod.TrainLoop, "step", one_second_step)
+    cfg = tiny_cfg(iterations=6, batch_size=4, eval_every=2, log_every=2)
+    res = fit_triplet(tiny_embedder(), tiny_split(8), tiny_split(8, seed=1), cfg, "cpu", None, progress=False)
+    assert sum("val_acc@1" in r for r in res.log) == 3  # the three slow evaluations did run
+    # 6 steps, the first untimed (warm-up): steps 2..6 = 5 x 12 images in 5 clock seconds
+    assert res.img_per_s == pytest.approx(12.0)
+    assert [r["img_per_s"] for r in res.log if "img_per_s" in r][-1] == pytest.approx(12.0)
+
+
+def test_resume_continues_the_fp16_loss_scale(tmp_path, monkeypatch):
+    """fp16 runs (T4, V100) keep a GradScaler; its scale is part of the run. An enabled scaler whose scale doubles
+    every step: after a kill and resume, the final scale equals the uninterrupted run's (it restarted before)."""
+    import cdimlab.train.loop as loop_mod
+
+    def doubling_scaler(precision, device):
+        return torch.amp.GradScaler("cpu", init_scale=2.0**4, growth_interval=1, enabled=True)
+
+    monkeypatch.setattr(loop_mod, "make_grad_scaler", doubling_scaler)
+    split, cfg = tiny_split(8), tiny_cfg(iterations=6, checkpoint_every=3, eval_every=100)
+
+    def kill(it: int, loss: float) -> None:
+        if it == 4:
+            raise _Kill
+
+    straight = fit_triplet(tiny_embedder(), split, None, cfg, "cpu", tmp_path / "a", progress=False)
+    with pytest.raises(_Kill):
+        fit_triplet(tiny_embedder(), split, None, cfg, "cpu", tmp_path / "b", progress=False, callback=kill)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["scaler"]["scale"] == 2.0 ** (4 + 3)
+    fit_triplet(tiny_embedder(), split, None, cfg, "cpu", tmp_path / "b", resume=True, progress=False)
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["scaler"] for d in "ab")
+    assert a["scale"] == b["scale"] == 2.0 ** (4 + 6)
+    assert straight.iterations_run == 6

@@ -400,3 +400,17 @@ def test_figures_display_as_png_without_pyplot():
     fig = plot_cmc({"a": np.linspace(0.2, 1.0, 5)})
     png = fig._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_upsample_map_scales_to_unit_range_and_takes_tensors_that_need_grad():
+    """Min-max to [0, 1] (a hand-checked 2x2 stays itself); a map that requires grad -- like one on a GPU, a
+    tensor .numpy() refuses -- is detached and brought to the CPU; a flat map gives zeros, not NaN."""
+    import numpy as np
+    import torch
+
+    from cdimlab.viz.feature_maps import upsample_map
+
+    m = torch.tensor([[0.0, 2.0], [4.0, 6.0]], requires_grad=True)
+    out = upsample_map(m, (2, 2))
+    assert isinstance(out, np.ndarray) and np.allclose(out, [[0, 1 / 3], [2 / 3, 1]])
+    assert upsample_map(np.full((3, 3), 5.0), (6, 6)).tolist() == np.zeros((6, 6)).tolist()

@@ -3,7 +3,8 @@
 Introduced in notebook 06 (ablations) and used by notebook 08 (reproducing the tables), ``python -m cdimlab``,
 :mod:`cdimlab.course` and :mod:`cdimlab.bench`. :mod:`~cdimlab.experiments.catalogue` holds ``EXPERIMENTS``,
 ``PAPER_TABLES``, the profiles and the paper's fusion configs; :mod:`~cdimlab.experiments.runner` holds
-``load_data``, ``build_model``, ``fit``, ``evaluate``, ``load_trained``, ``write_record`` and ``run_experiment``.
+``load_data``, ``build_model``, ``fit``, ``evaluate``, ``load_trained`` and ``run_experiment``;
+:mod:`~cdimlab.experiments.records` where runs and records live (``result_path``, ``run_dir``, ``write_record``).
 """
 
 from cdimlab.experiments.catalogue import (
@@ -24,6 +25,14 @@ from cdimlab.experiments.catalogue import (
     experiments_for_tables,
     get_experiment,
 )
+from cdimlab.experiments.records import (
+    experiment_of,
+    result_path,
+    run_dir,
+    seeded_name,
+    summarize,
+    write_record,
+)
 from cdimlab.experiments.runner import (
     NETWORKS,
     RunData,
@@ -37,12 +46,8 @@ from cdimlab.experiments.runner import (
     load_trained,
     locate,
     make_record,
-    result_path,
-    run_dir,
     run_experiment,
     subset_reid,
-    summarize,
-    write_record,
 )
 
 __all__ = [
@@ -65,6 +70,7 @@ __all__ = [
     "Trained",
     "build_model",
     "evaluate",
+    "experiment_of",
     "experiments_for_tables",
     "fit",
     "get_experiment",
@@ -77,6 +83,7 @@ __all__ = [
     "result_path",
     "run_dir",
     "run_experiment",
+    "seeded_name",
     "subset_reid",
     "summarize",
     "write_record",

@@ -9,7 +9,8 @@ notebooks 06-08. Each step is a small public function, so a caller takes only wh
   new backbone is one entry there and one in ``cdimlab.models``), the task picks the config's input size;
 * :func:`fit` / :func:`evaluate` -- train (or, for eval-only rows, load) and score on the test split;
 * :func:`load_trained` -- a finished run folder back as ``(model, cfg)``;
-* :func:`write_record` / :func:`run_experiment` -- the results file ``results/<profile>/<name>.json``.
+* :func:`run_experiment` -- the results file ``results/<profile>/<name>.json`` (paths and the atomic write:
+  :mod:`cdimlab.experiments.records`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cdimlab.chance import reid_chance, sbir_chance
 from cdimlab.data import decode_images, load_qmul_v1, load_reid, locate_dataset, train_val_split
 from cdimlab.data.registry import default_cache_root
 from cdimlab.experiments.catalogue import Experiment, get_experiment
+from cdimlab.experiments.records import experiment_of, result_path, run_dir, shown_path, write_record
 from cdimlab.fusion import EmbeddingNet, ReIDNet
 from cdimlab.models import build_backbone
 from cdimlab.train import (
@@ -44,44 +46,11 @@ from cdimlab.train import (
     reid_eval_banks,
     run_config,
 )
-from cdimlab.utils import REPO_ROOT, atomic_write_json, env_info, resolve_device, seed_everything
+from cdimlab.utils import env_info, resolve_device, seed_everything
 
 # the backbones an experiment may name (each one entry in cdimlab.models); the task says which TrainConfig field
 # sizes its input: FG-SBIR "sbir_input" (square crop), ReID "reid_input" (H, W)
 NETWORKS = ("sketchanet", "inception_v3", "resnet50", "mobilenetv2")
-
-
-# ---------------------------------------------------------------------------------------------------- paths
-def seeded_name(name: str, seed: int = 0) -> str:
-    """File stem of one seed's run: ``name`` for seed 0 (as ever), ``name.seed<k>`` for the others."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return name if seed == 0 else f"{name}.seed{seed}"
-
-
-def experiment_of(stem: str) -> str:
-    """The experiment name in a record/run-folder stem (``shoes_ours.seed2`` -> ``shoes_ours``)."""
-    return stem.split(".seed")[0]
-
-
-def result_path(name: str, profile: str, out_root: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """``<out_root>/<profile>/<name>[.seed<k>].json`` (``out_root`` defaults to ``<repo>/results``)."""
-    root = Path(out_root if out_root is not None else REPO_ROOT / "results")
-    return root / profile / f"{seeded_name(name, seed)}.json"
-
-
-def run_dir(name: str, profile: str, runs_root: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """Where checkpoints and logs of a run go: ``runs/<profile>/<name>[.seed<k>]`` (git-ignored)."""
-    root = Path(runs_root if runs_root is not None else REPO_ROOT / "runs")
-    return root / profile / seeded_name(name, seed)
-
-
-def shown_path(path: Path) -> str:
-    """A path as a committed record shows it: relative to the repository when inside it, else its last parts."""
-    try:
-        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return "/".join(Path(path).parts[-3:])
 
 
 # ----------------------------------------------------------------------------------------------------- data
@@ -302,13 +271,6 @@ def untrained_score(exp: Experiment, cfg: TrainConfig, data: RunData, device: An
 
 
 # ------------------------------------------------------------------------------------------------- records
-def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path | None:
-    """Write a results record atomically (rank 0 only under torchrun); returns the path written, or None."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return None
-    return atomic_write_json(path, record)
-
-
 def make_record(exp: Experiment, profile: str, cfg: TrainConfig, trained: Trained, metrics: dict[str, float],
                 data: RunData, weights: str | None, folder: Path, wall_s: float, device: torch.device,
                 untrained: dict[str, float] | None = None, chance: dict[str, float] | None = None) -> dict:  # fmt: skip
@@ -416,13 +378,3 @@ def run_experiment(
         record["resumed"] = bool(trained.fit is not None and trained.fit.extra.get("resumed_from"))
         write_record(path, record)
     return record
-
-
-def summarize(records: list[dict[str, Any]]) -> str:
-    """One line per record: name, metrics vs paper (for progress output)."""
-    lines = []
-    for r in records:
-        m = r.get("metrics", {})
-        parts = [f"{k}={m[k]:.3f} (paper {r['paper'][k]:.3f})" for k in m if k in r.get("paper", {})]
-        lines.append(f"{r['experiment']:<28} " + "  ".join(parts))
-    return "\n".join(lines)

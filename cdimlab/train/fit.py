@@ -79,14 +79,18 @@ def fit_triplet(
             value = loop.step(it, loss, need_value=callback is not None)
             it += 1
             if val is not None and len(val) > 0 and (it % cfg.eval_every == 0 or it == cfg.iterations):
-                loop.sync_buffers()
-                metrics = evaluate_sbir(loop.raw, val, dev, protocol="center", cfg=cfg)
-                stop = loop.agree(loop.observe_val(it, metrics["acc@1"] + 1e-3 * metrics["acc@10"], metrics))
+                with loop.untimed():  # img/s counts training steps only
+                    loop.sync_buffers()
+                    metrics = evaluate_sbir(loop.raw, val, dev, protocol="center", cfg=cfg)
+                    stop = loop.agree(
+                        loop.observe_val(it, metrics["acc@1"] + 1e-3 * metrics["acc@10"], metrics)
+                    )
                 loop.raw.train()
             if it % cfg.checkpoint_every == 0 and it < cfg.iterations and not stop:
                 loop.checkpoint(it)
             if callback is not None:
-                callback(it, value)
+                with loop.untimed():  # a notebook's live plot is not training time either
+                    callback(it, value)
             loop.poll_interrupt(it)
         result = loop.finish(it, stopped_early=stop)
         loop.raw.eval()
@@ -137,7 +141,8 @@ def fit_classifier(
             if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
                 loop.checkpoint(it)
             if callback is not None:
-                callback(it, value)
+                with loop.untimed():
+                    callback(it, value)
             loop.poll_interrupt(it)
         result = loop.finish(it, stopped_early=False)
         loop.raw.eval()

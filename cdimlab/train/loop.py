@@ -140,7 +140,7 @@ class TrainLoop:
         if progress and self.dist.is_main:
             self.bar = tqdm(total=cfg.iterations, initial=self.start, desc=desc, unit="it", leave=False)
         self.t0, self.seen, self.warm = time.perf_counter(), 0, False
-        self.t_start = self.t0
+        self.t_start, self.paused = self.t0, 0.0  # paused: evaluation and checkpoint time, not training steps
 
     # -- the run's lifetime -----------------------------------------------------------------------------------
     def unlock(self) -> None:
@@ -198,6 +198,7 @@ class TrainLoop:
             "model": self.raw.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),  # fp16: the loss scale it found (empty when disabled)
             "rng": rng_state(self.gen),
             "best_val": self.best_val,
             "best_iteration": self.best_iteration,
@@ -218,6 +219,10 @@ class TrainLoop:
         self.raw.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
+        if self.scaler.is_enabled() and ck.get(
+            "scaler"
+        ):  # older checkpoints have none: the scaler starts afresh
+            self.scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"], self.gen)
         self.start = self.last_ckpt = int(ck["iteration"])
         self.best_val, self.best_iteration = ck["best_val"], ck["best_iteration"]
@@ -244,11 +249,22 @@ class TrainLoop:
         bad = nonfinite_tensors(self.raw.state_dict())
         if self.nonfinite(float("nan") if bad else 0.0):
             raise self.stop_on_nan(it, float("nan"), f"weights {bad[:3]} are not finite" if bad else "")
-        if self.out_dir is not None and self.dist.is_main:
-            save_verified(self.state(it), self.out_dir / CHECKPOINT)
-            write_log_csv(self.log, self.out_dir / LOG)
-        self.last_ckpt = it
-        D.barrier(self.dist)
+        with self.untimed():
+            if self.out_dir is not None and self.dist.is_main:
+                save_verified(self.state(it), self.out_dir / CHECKPOINT)
+                write_log_csv(self.log, self.out_dir / LOG)
+            self.last_ckpt = it
+            D.barrier(self.dist)
+
+    @contextlib.contextmanager
+    def untimed(self) -> Iterator[None]:
+        """A block (evaluation, checkpoint) whose time img/s leaves out: img/s counts training steps only."""
+        self.sync_device()  # training work still queued on a GPU belongs to the steps, not to this block
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - t
 
     # -- per step ---------------------------------------------------------------------------------------------
     def step(self, it: int, loss: Tensor, need_value: bool = False) -> float | None:
@@ -274,8 +290,9 @@ class TrainLoop:
         self.loss_sum = self.loss_sum + (value if eager else loss.detach().float())
         self.loss_n += 1
         self.seen += self.images_per_step
-        if not self.warm:  # the first step (allocations, autotuning) is not timed
-            self.warm, self.seen, self.t0 = True, 0, time.perf_counter()
+        if not self.warm:  # the first step (allocations, autotuning, its queued kernels) is not timed
+            self.sync_device()
+            self.warm, self.seen, self.t0, self.paused = True, 0, time.perf_counter(), 0.0
         if done % max(1, self.cfg.log_every) == 0 or done == self.cfg.iterations:
             self.log_loss(done)
         if self.bar is not None:
@@ -309,11 +326,17 @@ class TrainLoop:
         """Rank 0's decision for every rank (see :func:`cdimlab.train.distributed.agree`)."""
         return D.agree(flag, self.dist, self.device)
 
+    def sync_device(self) -> None:
+        """Wait for queued CUDA work (a no-op on the CPU), so that a clock read means what it says."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def img_per_s(self) -> float:
-        """Images through the model per second (all ranks together), this call, first step excluded."""
+        """Images through the model per second (all ranks together), this call, first step excluded; time spent
+        in :meth:`untimed` blocks (evaluation, checkpoints) does not count."""
         if self.seen == 0:
             return 0.0
-        return self.seen * self.dist.world_size / max(time.perf_counter() - self.t0, 1e-9)
+        return self.seen * self.dist.world_size / max(time.perf_counter() - self.t0 - self.paused, 1e-9)
 
     def observe_val(self, it: int, value: float, metrics: dict[str, float]) -> bool:
         """Record a validation result; keep the best weights; return True when patience is exhausted."""
@@ -329,6 +352,7 @@ class TrainLoop:
         """Final checkpoint (last weights), then load and save the best-val weights; return the result."""
         self.extra_state["stopped_early"] = stopped_early
         self.checkpoint(it)
+        img_per_s = self.img_per_s()  # before the best weights are written
         if self.bar is not None:
             self.bar.close()
         if self.best_state is not None:
@@ -342,7 +366,7 @@ class TrainLoop:
             stopped_early=stopped_early,
             best_iteration=self.best_iteration,
             best_val=self.best_val,
-            img_per_s=self.img_per_s(),
+            img_per_s=img_per_s,
             wall_s=time.perf_counter() - self.t_start,
             out_dir=self.out_dir,
             extra={"world_size": self.dist.world_size, "resumed_from": self.start or None},

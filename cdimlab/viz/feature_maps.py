@@ -189,8 +189,10 @@ def top_filters(maps_a: Tensor, maps_b: Tensor, k: int = 4) -> list[int]:
 
 def upsample_map(fmap: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """One map ``(h, w)`` bilinearly upsampled to ``size`` (H, W) and min-max scaled to [0, 1] (0 if flat)."""
-    m = torch.as_tensor(np.asarray(fmap) if isinstance(fmap, np.ndarray) else fmap).float()
-    if m.ndim != 2:
+    m = torch.as_tensor(np.asarray(fmap) if isinstance(fmap, np.ndarray) else fmap).detach().float().cpu()
+    if (
+        m.ndim != 2
+    ):  # (a CUDA map, or one that requires grad, is brought to the CPU first: the result is numpy)
         raise ValueError(f"a feature map must be (h, w), got shape {tuple(m.shape)}")
     up = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     lo, hi = float(up.min()), float(up.max())
