@@ -387,3 +387,25 @@ def test_resume_continues_the_fp16_loss_scale(tmp_path, monkeypatch):
     a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt")["scaler"] for d in "ab")
     assert a["scale"] == b["scale"] == 2.0 ** (4 + 6)
     assert straight.iterations_run == 6
+
+
+def test_finite_but_diverged_weights_never_replace_the_last_good_checkpoint(tmp_path):
+    """Weights blown up 1e6x (finite; the L2-normalised loss stays finite too) are refused at the next checkpoint:
+    FloatingPointError naming the divergence, and the checkpoint on disk stays the healthy one of iteration 4."""
+    from cdimlab.train.loop import largest_weight
+
+    model = tiny_embedder()
+    cfg = tiny_cfg(iterations=10, checkpoint_every=2, eval_every=100)
+
+    def blow_up(it, loss):
+        if it == 4:  # after the checkpoint at 4
+            with torch.no_grad():
+                model.backbone.fc.weight.mul_(1e6)
+
+    with pytest.raises(FloatingPointError, match=r"weights diverged \(largest \|w\| = .* at iteration 6"):
+        fit_triplet(model, tiny_split(8), None, cfg, "cpu", tmp_path, progress=False, callback=blow_up)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ck["iteration"] == 4
+    kept = tiny_embedder()
+    kept.load_state_dict(ck["model"])
+    assert largest_weight(kept) < 10.0 < largest_weight(model)

@@ -65,6 +65,17 @@ def nonfinite_tensors(state: dict[str, Tensor]) -> list[str]:
     return [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
 
 
+# a checkpoint is refused when its largest weight grew this many times beyond the run's start (at least 1.0):
+# finite but diverged weights (lr far too high) would otherwise replace the last good checkpoint
+DIVERGED_FACTOR = 1e3
+
+
+def largest_weight(model: nn.Module) -> float:
+    """The largest |w| over the model's floating-point parameters (0.0 for a model without any)."""
+    sizes = [float(p.detach().abs().max()) for p in model.parameters() if p.is_floating_point() and p.numel()]
+    return max(sizes, default=0.0)
+
+
 def nan_error(
     it: int, loss: float, out_dir: Path | None, last_ckpt: int | None, what: str = ""
 ) -> FloatingPointError:
@@ -139,6 +150,7 @@ class TrainLoop:
         self.bar = None
         if progress and self.dist.is_main:
             self.bar = tqdm(total=cfg.iterations, initial=self.start, desc=desc, unit="it", leave=False)
+        self.diverged_above = DIVERGED_FACTOR * max(largest_weight(self.raw), 1.0)
         self.t0, self.seen, self.warm = time.perf_counter(), 0, False
         self.t_start, self.paused = self.t0, 0.0  # paused: evaluation and checkpoint time, not training steps
 
@@ -247,8 +259,14 @@ class TrainLoop:
             raise self.stop_on_nan(it, float(self.loss_sum))
         self.sync_buffers()
         bad = nonfinite_tensors(self.raw.state_dict())
-        if self.nonfinite(float("nan") if bad else 0.0):
-            raise self.stop_on_nan(it, float("nan"), f"weights {bad[:3]} are not finite" if bad else "")
+        big = largest_weight(self.raw) if not bad else 0.0
+        grown = big > self.diverged_above
+        if self.nonfinite(float("nan") if bad or grown else 0.0):
+            why = f"weights {bad[:3]} are not finite" if bad else ""
+            if grown:
+                why = (f"weights diverged (largest |w| = {big:.3g}, above {self.diverged_above:.3g}: "
+                       f"{DIVERGED_FACTOR:g}x where this run started)")  # fmt: skip
+            raise self.stop_on_nan(it, float("nan"), why)
         with self.untimed():
             if self.out_dir is not None and self.dist.is_main:
                 save_verified(self.state(it), self.out_dir / CHECKPOINT)
