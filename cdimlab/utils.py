@@ -10,8 +10,10 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,17 +117,52 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_stream(path, lambda fh: torch.save(obj, fh))
 
 
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def temp_prefix(dest: Path) -> str:
+    """Name prefix of a temp sibling of ``dest`` (a staging folder, a ``.part`` download): ``.<name>.pid<N>.``, so
+    a later run can tell which ones a killed process left behind (:func:`remove_orphans`)."""
+    return f".{dest.name}.pid{os.getpid()}."
+
+
+def remove_orphans(dest: Path) -> list[Path]:
+    """Remove the temp siblings of ``dest`` (named by :func:`temp_prefix`) whose process is gone -- what a SIGKILL
+    left: half-extracted staging folders, ``.part`` downloads. A live process's temp files are left alone."""
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.pid(\d+)\.")
+    removed = []
+    for p in dest.parent.iterdir() if dest.parent.is_dir() else []:
+        m = pattern.match(p.name)
+        if m and not pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        print(f"note: removed {len(removed)} temp file(s)/folder(s) a killed process left beside {dest}",
+              file=sys.stderr)  # fmt: skip
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a temp sibling of ``dest`` and swap it in only once it is complete.
 
     Yields the temp folder to fill (normal ``0o777 & ~umask`` permissions, not mkdtemp's 0700). On success an
     existing ``dest`` is renamed aside, the new folder renamed in, and only then the old one deleted, so ``dest``
-    always holds a complete copy (old or new). On any error the temp folder is removed and ``dest`` is left as it was.
+    always holds a complete copy (old or new). On any error the temp folder is removed and ``dest`` is left as it was;
+    staging folders of a killed earlier run are removed first (:func:`remove_orphans`).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    remove_orphans(dest)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=temp_prefix(dest)))
     try:
         os.chmod(tmp, dir_mode())
         yield tmp
@@ -140,7 +177,7 @@ def _swap_in(new: Path, dest: Path) -> None:
     if not dest.exists() and not dest.is_symlink():
         os.replace(new, dest)
         return
-    aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
+    aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=temp_prefix(dest) + "old."))
     old = aside / dest.name
     os.replace(dest, old)
     try:

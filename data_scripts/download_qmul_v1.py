@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cdimlab.utils import file_mode  # noqa: E402
+from cdimlab.utils import file_mode, remove_orphans, temp_prefix  # noqa: E402
 
 BASE_URL = "https://raw.githubusercontent.com/yuqian1023/Deep_SBIR_tf/master/data"
 CATEGORIES = ("shoes", "chairs", "handbags")
@@ -170,9 +170,10 @@ def download_file(url: str, dest: Path, exp: Expected, retries: int = 3, backoff
     only ever lives in a ``.part`` temp file, and an older file there that fails verification is removed.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(dest)  # .part files of a download that was killed
     last = ""
     for attempt in range(1, retries + 1):
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix(dest), suffix=".part")
         os.close(fd)
         tmp = Path(tmp_name)
         try:

@@ -149,3 +149,32 @@ def test_atomic_directory_keeps_old_copy_when_the_swap_fails(tmp_path: Path, mon
     with utils.atomic_directory(dest) as tmp:
         (tmp / "a.txt").write_text("v3")
     assert (dest / "a.txt").read_text() == "v3" and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_staging_folders_and_part_files_of_a_killed_process_are_removed_next_time(tmp_path, capsys):
+    """A SIGKILL leaves ``.<name>.pid<N>.*`` siblings (half-extracted staging folders, ``.part`` downloads). The next
+    atomic_directory for that name removes those of dead processes, keeps a live process's, and says so."""
+    import os
+    import subprocess
+    import sys
+
+    from cdimlab.utils import atomic_directory, remove_orphans, temp_prefix
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    dest = tmp_path / "market1501"
+    orphan_dir = tmp_path / f".market1501.pid{dead_pid}.abc123"
+    (orphan_dir / "bounding_box_train").mkdir(parents=True)
+    orphan_part = tmp_path / f".market1501.pid{dead_pid}.xyz.part"
+    orphan_part.write_bytes(b"half")
+    live = tmp_path / f".market1501.pid{os.getpid()}.live"
+    live.mkdir()
+    other = tmp_path / f".shoes.pid{dead_pid}.keep"  # another name's temp file: not ours to touch
+    other.mkdir()
+    with atomic_directory(dest) as staging:
+        assert staging.name.startswith(temp_prefix(dest))
+        (staging / "ok.txt").write_text("x")
+    assert not orphan_dir.exists() and not orphan_part.exists()
+    assert live.is_dir() and other.is_dir() and (dest / "ok.txt").is_file()
+    assert "removed 2 temp file(s)/folder(s) a killed process left" in capsys.readouterr().err
+    assert remove_orphans(dest) == []

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cdimlab.utils import pid_alive
+
 LOCK = "run.lock"
 # the files of a run (checkpoint.pt, best_model.pt with their .sha256 digests, log.csv)
 RUN_FILES = ("checkpoint.pt", "checkpoint.pt.sha256", "best_model.pt", "best_model.pt.sha256", "log.csv")
@@ -31,17 +33,6 @@ _HELD: dict[
 
 class RunLockedError(RuntimeError):
     """Another live process is training into the same run folder."""
-
-
-def pid_alive(pid: int) -> bool:
-    """True when process ``pid`` exists on this machine (signal 0 checks without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by someone else
-        return True
-    return True
 
 
 def read_lock(path: Path) -> dict:
