@@ -36,6 +36,30 @@ def triplet_ranking_loss(
     return F.relu(margin + _distance(anchor, pos, distance) - _distance(anchor, neg, distance)).mean()
 
 
+def batch_triplet_loss(
+    anchor: Tensor, pos: Tensor, pos_ids: Tensor, margin: float = 0.3, distance: str = "euclidean"
+) -> Tensor:
+    """Eq. 2's hinge with every *other* positive photo of the batch as a negative: the mean over pairs (i, j),
+    j != i and ``pos_ids[j] != pos_ids[i]``, of ``max(0, margin + D(a_i, p_i) - D(a_i, p_j))`` (0 with no pair).
+
+    B - 1 negatives per sketch from embeddings the batch already computed; mostly easier than the annotated
+    negatives, so a random-init tower gets a signal to learn from (the laptop Sketch-a-Net, ``batch_negatives``).
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if anchor.shape != pos.shape or anchor.dim() != 2 or tuple(pos_ids.shape) != (anchor.shape[0],):
+        raise ValueError(
+            f"anchor and pos must be (B, D) of the same shape and pos_ids (B,); got {tuple(anchor.shape)}, "
+            f"{tuple(pos.shape)}, {tuple(pos_ids.shape)}"
+        )
+    d2 = (anchor.float()[:, None, :] - pos.float()[None, :, :]).pow(2).sum(dim=2)  # (B, B): sketch i, photo j
+    d = d2 if distance == "sqeuclidean" else d2.clamp_min(_EPS).sqrt()
+    ids = pos_ids.to(anchor.device)
+    valid = ids[None, :] != ids[:, None]  # also drops j == i
+    hinge = F.relu(margin + d.diagonal()[:, None] - d)
+    return hinge[valid].mean() if bool(valid.any()) else hinge.sum() * 0.0
+
+
 class TripletRankingLoss(nn.Module):
     """Module form of :func:`triplet_ranking_loss` (``margin``, ``distance`` fixed at construction)."""
 

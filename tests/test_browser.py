@@ -398,3 +398,43 @@ def test_missing_course_notebook_is_named(monkeypatch, tmp_path):
     if reason is not None and "07_explorer" not in reason:
         pytest.skip(f"another requirement is missing first: {reason}")
     assert reason is not None and "07_explorer.ipynb" in reason and "build_notebooks" in reason
+
+
+@pytest.mark.browser
+def test_report_html_reads_in_a_real_browser(tmp_path):
+    """``report.html`` as a reader's browser lays it out (headless Chromium, 1400 px window): a real heading, not
+    raw Markdown; nothing wider than the page (plots scaled into it, no horizontal scroll); every plot image
+    loaded; the floor column present; no path of the machine that made it. Screenshot in tests/artifacts/."""
+    _require_browser()
+    from cdimlab.experiments import EXPERIMENTS
+    from cdimlab.report import write_report
+    from cdimlab.utils import atomic_write_json
+
+    for name, metrics in (("shoes_ours", {"acc@1": 0.5, "acc@10": 0.9}),
+                          ("market_ours", {"mAP": 0.1, "rank1": 0.2, "mq_mAP": 0.3, "mq_rank1": 0.4})):  # fmt: skip
+        atomic_write_json(tmp_path / "smoke" / f"{name}.json", {
+            "experiment": name, "metrics": metrics, "paper": EXPERIMENTS[name].paper,
+            "data": {"synthetic": True, "kind": "synthetic", "path": "synthetic/qmul_v1"},
+            "untrained": {k: v / 2 for k, v in metrics.items()}, "chance": {k: 0.01 for k in metrics},
+            "n_queries": 30})  # fmt: skip
+    page = write_report(tmp_path, "smoke")["html"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with _chromium(tmp_path) as driver:
+        driver.get(page.as_uri())
+        facts = driver.execute_script(
+            "const imgs = [...document.images];"
+            "return {h1: document.querySelector('h1') ? document.querySelector('h1').innerText : null,"
+            " text: document.body.innerText, scroll: document.documentElement.scrollWidth,"
+            " inner: window.innerWidth, body: document.body.getBoundingClientRect().width,"
+            " imgs: imgs.map(i => [i.complete && i.naturalWidth > 0, i.getBoundingClientRect().width])};"
+        )
+        driver.save_screenshot(str(ARTIFACTS / "report.png"))
+    assert facts["h1"] and facts["h1"].startswith("The Devil is in the Middle")
+    assert not facts["text"].lstrip().startswith("#") and "**" not in facts["text"]
+    assert facts["scroll"] <= facts["inner"], (
+        f"the page scrolls sideways: {facts['scroll']} > {facts['inner']} px"
+    )
+    assert facts["imgs"] and all(ok for ok, _ in facts["imgs"]), "a plot image did not load"
+    assert all(w <= facts["body"] + 1 for _, w in facts["imgs"]), "a plot is wider than the page"
+    assert "untrained / chance" in facts["text"] and "(n=30)" in facts["text"]
+    assert str(tmp_path) not in facts["text"] and str(REPO) not in facts["text"]

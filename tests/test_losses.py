@@ -55,3 +55,26 @@ def test_cross_entropy_and_label_smoothing():
         cross_entropy(logits, target, label_smoothing=1.0)
     with pytest.raises(ValueError, match="target"):
         cross_entropy(logits, torch.tensor([0, 1]))
+
+
+def test_batch_triplet_loss_against_hand_values():
+    """Three sketches, photo ids [0, 1, 1]: pairs (i, j) with another id are (0,1) (0,2) (1,0) (2,0); only (2,0) is
+    active: 0.3 + D(a2, p2) - D(a2, p0) = 0.3 + sqrt(2) - 0. Mean over the 4 pairs."""
+    import math
+
+    import torch
+
+    from cdimlab.losses import batch_triplet_loss
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    loss = batch_triplet_loss(a, p, torch.tensor([0, 1, 1]), margin=0.3)
+    assert float(loss.detach()) == pytest.approx((0.3 + math.sqrt(2)) / 4, rel=1e-6)
+    sq = batch_triplet_loss(a.detach(), p, torch.tensor([0, 1, 1]), margin=0.3, distance="sqeuclidean")
+    assert float(sq) == pytest.approx((0.3 + 2.0) / 4, rel=1e-6)
+    same = batch_triplet_loss(a, p, torch.tensor([5, 5, 5]))  # no pair with another photo: 0, still a graph
+    assert float(same.detach()) == 0.0 and same.requires_grad
+    loss.backward()
+    assert a.grad is not None and a.grad[2].abs().sum() > 0 and a.grad[1].abs().sum() == 0
+    with pytest.raises(ValueError, match="pos_ids"):
+        batch_triplet_loss(a, p, torch.tensor([0, 1]))

@@ -409,3 +409,22 @@ def test_finite_but_diverged_weights_never_replace_the_last_good_checkpoint(tmp_
     kept = tiny_embedder()
     kept.load_state_dict(ck["model"])
     assert largest_weight(kept) < 10.0 < largest_weight(model)
+
+
+def test_sbir_flip_false_keeps_the_pose_and_batch_negatives_is_validated():
+    """``sbir_flip=False``: a training bank crops but never mirrors (an asymmetric image at full-size crop comes
+    back identical every time); ``batch_negatives`` must lie in [0, 1]."""
+    from cdimlab.data import sbir_bank
+
+    img = np.zeros((1, 40, 40), np.uint8)
+    img[0, :, :10] = 255  # bright left edge: a flip would move it right
+    g = torch.Generator().manual_seed(0)
+    fixed = sbir_bank(img, "cpu", crop=40, train=True, flip=False)
+    batches = [fixed.train_batch([0], g) for _ in range(8)]
+    assert all(torch.equal(b, batches[0]) for b in batches)
+    flipping = sbir_bank(img, "cpu", crop=40, train=True)
+    assert any(not torch.equal(flipping.train_batch([0], g), batches[0]) for _ in range(16))
+    with pytest.raises(ValueError, match=r"batch_negatives must be in \[0, 1\]"):
+        tiny_cfg(batch_negatives=1.5)
+    with pytest.raises(ValueError, match="sbir_flip must be True or False"):
+        tiny_cfg(sbir_flip="no")

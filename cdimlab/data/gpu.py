@@ -160,10 +160,11 @@ def sbir_bank(
     in_channels: int = 1,
     channels_last: bool = False,
     stats: tuple[Sequence[float], Sequence[float]] | None = None,
+    flip: bool | None = None,
 ) -> ImageBank:
     """An ImageBank for QMUL sketches or photo edge maps (uint8 N x 256 x 256), resized to ``resize`` first.
 
-    Training banks crop ``crop`` x ``crop`` at random and flip; evaluation banks give the 10 views. Grey images
+    Training banks crop ``crop`` x ``crop`` at random and flip (``flip=False``: crop only); evaluation banks give the 10 views. Grey images
     are normalised with the sketch mean and ``sketch_std`` (0-1 scale); for a 3-channel backbone (InceptionV3)
     they are repeated over 3 channels with ImageNet statistics. ``stats`` = (mean, std) on the 0-1 scale
     overrides both: a backbone that states its own input normalisation (MobileNetV2's grey mapping of the
@@ -178,7 +179,8 @@ def sbir_bank(
     if stats is not None:
         mean, std = stats
     mean, std = norm_stats(mean, std, in_channels)
-    return ImageBank(imgs, device, crop=(crop, crop), flip=train, mean=mean, std=std,
+    flips = train if flip is None else flip
+    return ImageBank(imgs, device, crop=(crop, crop), flip=flips, mean=mean, std=std,
                      out_size=(resize, resize) if resize else None, channels_last=channels_last)  # fmt: skip
 
 

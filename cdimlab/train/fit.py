@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from cdimlab.data import EpochSampler, TripletSampler, reid_bank, sbir_bank
 from cdimlab.data.transforms import to_device
-from cdimlab.losses import cross_entropy, triplet_ranking_loss
+from cdimlab.losses import batch_triplet_loss, cross_entropy, triplet_ranking_loss
 from cdimlab.train.config import FitResult, TrainConfig, auto_flag, autocast
 from cdimlab.train.evaluate import evaluate_sbir, in_channels_of, input_stats_of
 from cdimlab.train.loop import TrainLoop
@@ -58,7 +58,7 @@ def fit_triplet(
         dev, world = loop.device, loop.dist.world_size
         sizes = {"crop": cfg.sbir_input, "resize": cfg.sbir_resize, "sketch_std": cfg.sketch_std, "train": True,
                  "in_channels": in_channels_of(loop.raw), "channels_last": auto_flag(cfg.channels_last, dev),
-                 "stats": input_stats_of(loop.raw)}  # fmt: skip
+                 "stats": input_stats_of(loop.raw), "flip": cfg.sbir_flip}  # fmt: skip
         sketches, photos = sbir_bank(train.sketches, dev, **sizes), sbir_bank(train.photos, dev, **sizes)
         sampler = TripletSampler(train, mode=sampler_mode)
         per_rank = max(1, cfg.batch_size // world)
@@ -76,6 +76,9 @@ def fit_triplet(
                 emb = loop.model(x).float()
             ea, ep, en = emb.split(per_rank)
             loss = triplet_ranking_loss(ea, ep, en, margin=cfg.margin, distance=cfg.distance)
+            if cfg.batch_negatives > 0:  # the other photos of the batch as negatives too (TrainConfig)
+                extra = batch_triplet_loss(ea, ep, torch.as_tensor(p), margin=cfg.margin, distance=cfg.distance)
+                loss = (1 - cfg.batch_negatives) * loss + cfg.batch_negatives * extra
             value = loop.step(it, loss, need_value=callback is not None)
             it += 1
             if val is not None and len(val) > 0 and (it % cfg.eval_every == 0 or it == cfg.iterations):
