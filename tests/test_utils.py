@@ -160,7 +160,9 @@ def test_staging_folders_and_part_files_of_a_killed_process_are_removed_next_tim
 
     from cdimlab.utils import atomic_directory, remove_orphans, temp_prefix
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)
     dest = tmp_path / "market1501"
     orphan_dir = tmp_path / f".market1501.pid{dead_pid}.abc123"

@@ -77,7 +77,9 @@ def fit_triplet(
             ea, ep, en = emb.split(per_rank)
             loss = triplet_ranking_loss(ea, ep, en, margin=cfg.margin, distance=cfg.distance)
             if cfg.batch_negatives > 0:  # the other photos of the batch as negatives too (TrainConfig)
-                extra = batch_triplet_loss(ea, ep, torch.as_tensor(p), margin=cfg.margin, distance=cfg.distance)
+                extra = batch_triplet_loss(
+                    ea, ep, torch.as_tensor(p), margin=cfg.margin, distance=cfg.distance
+                )
                 loss = (1 - cfg.batch_negatives) * loss + cfg.batch_negatives * extra
             value = loop.step(it, loss, need_value=callback is not None)
             it += 1
