@@ -59,3 +59,49 @@ def test_two_gloo_ranks_hold_identical_weights_and_only_rank0_writes(tmp_path):
     saves0 = (tmp_path / "saves_0.txt").read_text().split()
     assert (tmp_path / "saves_1.txt").read_text() == ""
     assert any(s.endswith("checkpoint.pt") for s in saves0) and (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_epoch_sampler_ranks_partition_every_epoch():
+    """Two ranks with their own state: each step their slices are disjoint, and over one epoch (10 items, 2 ranks
+    x batch 5) they cover the set exactly once; the next epoch is a new order, the same on both ranks. Before,
+    each rank shuffled the whole set with its own generator, so the ranks overlapped."""
+    import torch
+
+    from cdimlab.data import EpochSampler
+
+    ranks = [EpochSampler(10, {}, rank=r, world=2, seed=3) for r in (0, 1)]
+    gens = [
+        torch.Generator().manual_seed(100 + r) for r in (0, 1)
+    ]  # different per-rank streams: must not matter
+    first = [s.sample(5, g) for s, g in zip(ranks, gens, strict=True)]
+    assert sorted(torch.cat(first).tolist()) == list(range(10))
+    second = [s.sample(5, g) for s, g in zip(ranks, gens, strict=True)]
+    assert sorted(torch.cat(second).tolist()) == list(range(10))
+    assert torch.cat(second).tolist() != torch.cat(first).tolist()  # a new epoch, a new order
+    assert ranks[0].state["epoch"] == ranks[1].state["epoch"] == 1
+    resumed = EpochSampler(
+        10, dict(ranks[1].state), rank=1, world=2, seed=3
+    )  # a checkpointed state continues
+    assert resumed.sample(5).tolist() == EpochSampler(10, dict(ranks[1].state), 1, 2, 3).sample(5).tolist()
+    with pytest.raises(ValueError, match="0 <= rank < world"):
+        EpochSampler(10, {}, rank=2, world=2)
+
+
+def test_multi_gpu_gets_sync_batchnorm_and_cpu_ranks_keep_batchnorm():
+    """BatchNorm -> SyncBatchNorm only for CUDA ranks under torchrun (in place, same state-dict keys)."""
+    import torch
+    from torch import nn
+
+    from cdimlab.train.distributed import DistInfo, sync_batchnorm
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+
+    keys = list(net().state_dict())
+    gpus = sync_batchnorm(net(), DistInfo(rank=0, world_size=2), torch.device("cuda", 0))
+    assert isinstance(gpus[1], nn.SyncBatchNorm) and list(gpus.state_dict()) == keys
+    for info, dev in (
+        (DistInfo(rank=0, world_size=2), torch.device("cpu")),
+        (DistInfo(), torch.device("cuda", 0)),
+    ):
+        assert type(sync_batchnorm(net(), info, dev)[1]) is nn.BatchNorm2d

@@ -82,26 +82,44 @@ class TripletSampler:
 
 
 class EpochSampler:
-    """Shuffled passes over ``n`` items drawn ``batch`` at a time; ``state`` (a dict kept in the checkpoint) holds
-    the current permutation and position, so a resumed run continues the same epoch."""
+    """Shuffled passes over ``n`` items, ``batch`` per rank per step; ``state`` (a dict kept in the checkpoint)
+    holds the epoch, its permutation and the position, so a resumed run continues the same epoch.
 
-    def __init__(self, n: int, state: dict[str, Any]) -> None:
+    Under torchrun the ranks *partition* each global batch: every rank builds the same permutation of an epoch
+    (from ``seed`` and the epoch number, no communication) and takes its own ``batch``-sized slice of the next
+    ``batch * world`` positions, so within an epoch no two ranks see the same image and together they cover
+    the set once. One process (``world=1``) is the same rule with one slice, its permutations drawn from the
+    run's generator as before (so single-process records made earlier reproduce exactly).
+    """
+
+    def __init__(self, n: int, state: dict[str, Any], rank: int = 0, world: int = 1, seed: int = 0) -> None:
         if n < 1:
             raise ValueError(f"EpochSampler needs n >= 1 items, got {n}")
-        self.n, self.state = n, state
+        if not 0 <= rank < world:
+            raise ValueError(f"EpochSampler needs 0 <= rank < world, got rank={rank}, world={world}")
+        self.n, self.state, self.rank, self.world, self.seed = n, state, rank, world, seed
 
-    def sample(self, batch: int, gen: torch.Generator) -> Tensor:
-        """The next ``batch`` indices; a new permutation starts when the current one is used up."""
-        out = []
-        while batch > 0:
-            perm, pos = self.state.get("perm"), self.state.get("pos", 0)
+    def permutation(self, epoch: int, gen: torch.Generator | None = None) -> Tensor:
+        """The order of ``epoch``: under torchrun the same on every rank (seeded by ``seed`` and ``epoch`` alone);
+        for one process drawn from ``gen`` when given."""
+        if self.world == 1 and gen is not None:
+            return torch.randperm(self.n, generator=gen)
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+
+    def sample(self, batch: int, gen: torch.Generator | None = None) -> Tensor:
+        """This rank's next ``batch`` indices; a new epoch starts when the current permutation is used up."""
+        glob = []
+        want = batch * self.world
+        while want > 0:
+            epoch, pos, perm = self.state.get("epoch", 0), self.state.get("pos", 0), self.state.get("perm")
             if perm is None or pos >= self.n:
-                perm, pos = torch.randperm(self.n, generator=gen), 0
-            take = perm[pos : pos + batch]
-            out.append(take)
-            batch -= len(take)
-            self.state["perm"], self.state["pos"] = perm, pos + len(take)
-        return torch.cat(out)
+                epoch = epoch + 1 if perm is not None else epoch
+                perm, pos = self.permutation(epoch, gen), 0
+            take = perm[pos : pos + want]
+            glob.append(take)
+            want -= len(take)
+            self.state.update(epoch=epoch, perm=perm, pos=pos + len(take))
+        return torch.cat(glob)[self.rank * batch : (self.rank + 1) * batch]
 
 
 __all__ = ["EpochSampler", "TripletSampler"]

@@ -129,7 +129,8 @@ def fit_classifier(
             bank = reid_bank(images, dev, size=tuple(cfg.reid_input), train=True,
                              channels_last=auto_flag(cfg.channels_last, dev))  # fmt: skip
         labels = torch.as_tensor(labels, dtype=torch.long).to(dev)
-        sampler = EpochSampler(len(bank), loop.extra_state.setdefault("sampler", {}))
+        sampler = EpochSampler(len(bank), loop.extra_state.setdefault("sampler", {}), loop.dist.rank, world,
+                               cfg.seed)  # ranks partition each global batch  # fmt: skip
         per_rank = max(1, cfg.batch_size // world)
         loop.images_per_step = per_rank
         it = loop.start

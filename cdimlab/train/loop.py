@@ -241,9 +241,9 @@ class TrainLoop:
         self.best_state, self.bad_evals = ck["best_state"], ck["bad_evals"]
         self.log, self.extra_state = list(ck["log"]), dict(ck.get("extra", {}))
         self.loss_sum, self.loss_n = float(ck.get("loss_sum", 0.0)), int(ck.get("loss_n", 0))
-        if self.dist.rank != 0:  # the checkpoint holds rank 0's sampling state: give this rank its own stream
+        if self.dist.rank != 0:  # the checkpoint holds rank 0's random stream: give this rank its own
             self.gen.manual_seed(self.cfg.seed + 1_000_003 * self.dist.rank + self.start)
-            self.extra_state.pop("sampler", None)
+            # (the epoch sampler's state -- epoch, position -- is the same on every rank: it stays)
 
     def sync_buffers(self) -> None:
         """Average BatchNorm statistics over ranks before evaluating or saving (no-op outside torchrun)."""
