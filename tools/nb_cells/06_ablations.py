@@ -160,6 +160,13 @@ pd.DataFrame({n: r["metrics"] for n, r in records.items()}).T * 100
 Each table lists the paper's number, ours, and the difference in points. The *source* column says where ours came
 from: `full` (a GPU run of the paper's schedule, committed under `results/full/`), `smoke` (a tiny CPU run, usually
 on synthetic data — it shows the pipeline works and is **not** comparable to the paper), or "not run yet".
+
+**How far to trust a difference between two rows.** Each row here is *one seed* (the `seed` parameter) on a small
+test set: with 30 synthetic queries one query is 3.3 points, and the *untrained / chance* column shows how much of a
+row's score its network had before any training (flattened maps of a random network already match pose-aligned
+pairs). A gap between two rows is evidence only when it survives several seeds and stands clear of those floors —
+notebook 04 does exactly that for Vanilla vs Ours (`course.compare_over_seeds`); rerun this notebook with
+`seed = 1, 2` to do it for an ablation.
 """,
     ),
     (
