@@ -134,6 +134,8 @@ class TrainLoop:
         self.loss_sum: float | Tensor = 0.0  # summed on the device between log steps (see step)
         self.loss_n = 0
         self.identity = {**current_labels(), "model": describe_model(self.raw)}
+        # measured on the weights the run starts from (a resumed run is handed the same freshly built model)
+        self.diverged_above = DIVERGED_FACTOR * max(largest_weight(self.raw), 1.0)
         self.lock = acquire(self.out_dir) if self.out_dir is not None and self.dist.is_main else None
         try:
             ck = resume_checkpoint(self.out_dir, cfg, resume, self.dist.is_main, self.identity)
@@ -150,7 +152,6 @@ class TrainLoop:
         self.bar = None
         if progress and self.dist.is_main:
             self.bar = tqdm(total=cfg.iterations, initial=self.start, desc=desc, unit="it", leave=False)
-        self.diverged_above = DIVERGED_FACTOR * max(largest_weight(self.raw), 1.0)
         self.t0, self.seen, self.warm = time.perf_counter(), 0, False
         self.t_start, self.paused = self.t0, 0.0  # paused: evaluation and checkpoint time, not training steps
 
@@ -231,9 +232,8 @@ class TrainLoop:
         self.raw.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
-        if self.scaler.is_enabled() and ck.get(
-            "scaler"
-        ):  # older checkpoints have none: the scaler starts afresh
+        # (older checkpoints have no scaler state: the scaler then starts afresh)
+        if self.scaler.is_enabled() and ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"], self.gen)
         self.start = self.last_ckpt = int(ck["iteration"])
