@@ -193,8 +193,10 @@ def _ahead(points: float) -> str:
 
 def _share(gain: float, before: float) -> str:
     """How much of the trained gap the untrained networks already had (the template-matching lesson)."""
-    if gain <= 0 or before <= 0:
-        return "the gap after training is not inherited from the initial weights"
+    if gain <= 0:
+        return "training did not put Ours ahead"
+    if before < 0.005:  # level (or behind) before training: the whole gap is training's
+        return "the gap after training came from training, not from the initial weights"
     if before >= gain:
         return "all of the trained gap was there before training (the training narrowed it)"
     return f"{100 * before / gain:.0f} % of the trained gap was there before training"

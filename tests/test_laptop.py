@@ -43,6 +43,9 @@ def test_verdict_says_when_fusion_won_or_lost_everywhere():
     assert "Ours was 10.0 points ahead of Vanilla: 50 % of the trained gap was there before training" in (
         laptop.verdict(p)
     )
+    level = {k: dict(v, untrained={"acc@1": 0.3, "acc@10": 0.4}) for k, v in recs.items()}
+    (lv,) = laptop.summarize_pairs(level)
+    assert "Ours was level with Vanilla: the gap after training came from training" in laptop.verdict(lv)
     (one,) = laptop.summarize_pairs({k: v for k, v in recs.items() if k[1] == 0})
     assert "only 1 seed(s)" in laptop.verdict(one) and "won" not in laptop.verdict(one)
     swapped = {(n.replace("ours", "X").replace("vanilla", "ours").replace("X", "vanilla"), s): r
