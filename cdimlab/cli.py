@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train and evaluate every laptop pair (ImageNet MobileNetV2 on QMUL shoes, "
                        "chairs and Market-1501; Sketch-a-Net from scratch on shoes) for each seed, on REAL data "
                        "only, then write results/laptop/SUMMARY.md and laptop.png. Finished records are reused "
-                       "(a second call continues). One seed takes about 20-30 minutes on 2 CPU cores.")  # fmt: skip
+                       "(a second call continues). One seed takes roughly 40 minutes on 2 idle CPU cores (more on busy ones).")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run (default: 0)")
     p.add_argument("--only", nargs="+", default=None, metavar="DATASET",
                    help="only these datasets, e.g. --only shoes market1501")  # fmt: skip
