@@ -142,9 +142,10 @@ def remove_orphans(dest: Path) -> list[Path]:
     for p in dest.parent.iterdir() if dest.parent.is_dir() else []:
         m = pattern.match(p.name)
         if m and not pid_alive(int(m.group(1))):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(
-                missing_ok=True
-            )
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(p)
     if removed:
         print(f"note: removed {len(removed)} temp file(s)/folder(s) a killed process left beside {dest}",

@@ -164,8 +164,8 @@ def sbir_bank(
 ) -> ImageBank:
     """An ImageBank for QMUL sketches or photo edge maps (uint8 N x 256 x 256), resized to ``resize`` first.
 
-    Training banks crop ``crop`` x ``crop`` at random and flip (``flip=False``: crop only); evaluation banks give the 10 views. Grey images
-    are normalised with the sketch mean and ``sketch_std`` (0-1 scale); for a 3-channel backbone (InceptionV3)
+    Training banks crop ``crop`` x ``crop`` at random and flip (``flip=False``: crop only); evaluation banks give
+    the 10 views. Grey images are normalised with the sketch mean and ``sketch_std`` (0-1 scale); for a 3-channel backbone (InceptionV3)
     they are repeated over 3 channels with ImageNet statistics. ``stats`` = (mean, std) on the 0-1 scale
     overrides both: a backbone that states its own input normalisation (MobileNetV2's grey mapping of the
     ImageNet statistics) gets exactly that. Notebooks 02 and 07 build them directly.
