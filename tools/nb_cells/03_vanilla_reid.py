@@ -149,7 +149,6 @@ the steps one by one so we can reuse the distances for a picture.
         "code",
         """
 import torch
-
 from cdimlab.chance import reid_chance
 from cdimlab.metrics import cmc_map, pairwise_distance
 from cdimlab.train import embed_images
@@ -160,10 +159,9 @@ qf = embed_images(model, banks.query, device)[0]           # (queries, 2048)
 gf = embed_images(model, banks.gallery, device)[0]         # (gallery, 2048)
 dist = pairwise_distance(qf, gf)
 cmc, mAP = cmc_map(dist, banks.q_pids, banks.g_pids, banks.q_camids, banks.g_camids)
-print(f"mAP {mAP:.3f}; CMC rank-1 {cmc[0]:.3f}, rank-5 {cmc[4]:.3f}, rank-10 {cmc[9]:.3f}")
-chance = reid_chance(banks.q_pids, banks.g_pids, banks.q_camids, banks.g_camids)
-print(f"chance (a random ranking of this gallery): rank-1 {chance['rank1']:.3f}, mAP {chance['mAP']:.3f}; "
-      f"{len(data.query)} queries")
+chance = reid_chance(banks.q_pids, banks.g_pids, banks.q_camids, banks.g_camids)  # a random ranking
+print(f"mAP {mAP:.3f}; CMC rank-1 {cmc[0]:.3f}, rank-5 {cmc[4]:.3f}, rank-10 {cmc[9]:.3f}; chance: rank-1 "
+      f"{chance['rank1']:.3f}, mAP {chance['mAP']:.3f}; {len(data.query)} queries")
 assert qf.shape == (len(data.query), 2048) and gf.shape == (len(data.gallery), 2048)
 assert 0.0 <= cmc[0] <= cmc[4] <= cmc[9] <= 1.0 and 0.0 < mAP <= 1.0
 """,
