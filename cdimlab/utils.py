@@ -6,6 +6,7 @@ Introduced in notebook 00 (environment check); used by every module that writes 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -232,8 +233,25 @@ def git_commit(repo: str | os.PathLike = REPO_ROOT) -> str | None:
         return None
 
 
+@functools.cache
+def code_version(repo: str | os.PathLike = REPO_ROOT) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the code this process runs: read once, at the first call (``cdimlab.utils`` makes it
+    at import), so a record written hours later by a long run names the commit it started from, not whatever
+    HEAD is by then. ``dirty``: tracked files differed from that commit (None outside a git checkout)."""
+    commit = git_commit(repo)
+    if commit is None:
+        return None, None
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                             capture_output=True, text=True, timeout=10, check=True)  # fmt: skip
+        return commit, bool(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return commit, None
+
+
 def env_info(device: str | torch.device | None = None) -> dict[str, Any]:
-    """Provenance for results files: versions, device name, git commit."""
+    """Provenance for results files: versions, device name, and the git commit this process started from
+    (:func:`code_version`; ``git_dirty`` when its tracked files had uncommitted changes then)."""
     dev = resolve_device(device if device is not None else "auto")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
     return {
@@ -243,7 +261,8 @@ def env_info(device: str | torch.device | None = None) -> dict[str, Any]:
         "device": str(dev),
         "device_name": name,
         "cpu_count": os.cpu_count(),
-        "git_commit": git_commit(),
+        "git_commit": code_version()[0],
+        "git_dirty": code_version()[1],
     }
 
 
@@ -251,3 +270,6 @@ def default_data_root() -> Path:
     """Where datasets live: ``$CDIMLAB_DATA`` if set, else ``<repo>/data`` (git-ignored)."""
     env = os.environ.get("CDIMLAB_DATA")
     return Path(env).expanduser() if env else REPO_ROOT / "data"
+
+
+code_version()  # the code this process runs: fixed now, not when a long run writes its record

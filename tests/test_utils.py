@@ -180,3 +180,13 @@ def test_staging_folders_and_part_files_of_a_killed_process_are_removed_next_tim
     assert live.is_dir() and other.is_dir() and (dest / "ok.txt").is_file()
     assert "removed 2 temp file(s)/folder(s) a killed process left" in capsys.readouterr().err
     assert remove_orphans(dest) == []
+
+
+def test_records_name_the_commit_the_process_started_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long run writes its record hours after it loaded the code; HEAD may have moved by then. env_info names
+    the commit read once per process (at import), and says whether tracked files were modified then."""
+    first = utils.env_info("cpu")
+    monkeypatch.setattr(utils, "git_commit", lambda repo=utils.REPO_ROOT: "f" * 40)  # HEAD moves
+    later = utils.env_info("cpu")
+    assert later["git_commit"] == first["git_commit"] and later["git_dirty"] == first["git_dirty"]
+    assert first["git_dirty"] in (True, False, None)
