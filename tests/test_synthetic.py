@@ -78,8 +78,12 @@ def test_sbir_strokes_survive_resize_and_shapes_vary(tmp_path, category):
     assert height.std() > 25 and width.std() > 12  # one shared outline gave ~10-20 px
 
 
-def test_sbir_deterministic(tmp_path):
+def test_sbir_deterministic(tmp_path, monkeypatch):
+    import time as time_mod
+
     a = synthetic_sbir(tmp_path / "a", "chairs", 10, 6, seed=5)
+    # scipy stamps the MAT header with time.asctime(): the second run happens "a day later" and must still be equal
+    monkeypatch.setattr(time_mod, "asctime", lambda *a: "Thu Jan  1 00:00:00 2099")
     b = synthetic_sbir(tmp_path / "b", "chairs", 10, 6, seed=5)
     c = synthetic_sbir(tmp_path / "c", "chairs", 10, 6, seed=6)
     assert _tree_hash(a) == _tree_hash(b) != _tree_hash(c)

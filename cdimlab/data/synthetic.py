@@ -275,10 +275,15 @@ def _annotations(vectors: np.ndarray) -> tuple[list[list[list[int]]], list[np.nd
     return out, cands
 
 
+# the 116 bytes of free text at the start of a MAT v5 file: scipy writes the current time there, so two runs a
+# second apart differed byte for byte; a fixed text keeps a seed's files identical (the version/endian tag follows)
+MAT_HEADER = b"MATLAB 5.0 MAT-file, cdimlab synthetic stand-in".ljust(116, b" ")
+
+
 def _save_mat(path: Path, data: np.ndarray) -> None:
     buf = io.BytesIO()
     sio.savemat(buf, {"data": data}, do_compression=True)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, MAT_HEADER + buf.getvalue()[len(MAT_HEADER) :])
 
 
 def synthetic_sbir(
