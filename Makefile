@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 LAPTOP_DATA ?= $(if $(wildcard ../shared/data/qmul_v1),../shared/data,$(DATA))
 SEEDS  ?= 0
 
-.PHONY: setup test test-fast reproduce weights laptop lab lint format bench data clean-results clean-runs
+.PHONY: setup test test-fast reproduce weights laptop controlled lab lint format bench data clean-results clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ weights: $(MNV2_WEIGHTS)  ## fetch + check the ImageNet MobileNetV2 weights (sec
 
 laptop: $(STAMP) $(MNV2_WEIGHTS)  ## the laptop track on REAL data, 2 CPU cores: Vanilla vs Ours per seed (SEEDS="0 1 2"); ~40 min a seed on idle cores
 	CDIMLAB_DATA=$(DATA) $(BIN)/python -m cdimlab laptop --seeds $(SEEDS) --data $(LAPTOP_DATA)
+
+controlled: $(STAMP)  ## notebook 06's controlled experiment (identity in shape vs in parts, synthetic): runs missing seeds (~35 s a run), writes results/controlled/SUMMARY.md
+	$(BIN)/python -m cdimlab.controlled
 
 bench: $(STAMP)  ## throughput table: model-only vs trainer img/s, ranking time at Market scale
 	$(BIN)/python -m cdimlab bench

@@ -128,3 +128,24 @@ def run_hog_baseline(
     )
     acc = acc_at_k(d, ks=(1, 10))
     return {"acc@1": float(acc[1]), "acc@10": float(acc[10])}, {"steps": steps, "hog": cfg.__dict__}
+
+
+def pixel_matcher(
+    sketches: np.ndarray, photos: np.ndarray, sigmas: tuple[float, ...] = (0, 2, 4, 8)
+) -> dict[float, float]:
+    """acc@1 of matching each sketch to the photo whose blurred pixels it correlates with best, per blur ``sigma``.
+
+    No learning: ink (255 - pixel) blurred with a Gaussian of ``sigma`` pixels (0: none), centred and L2-normalised
+    per image; distance = 1 - cosine. It works only because sketch and photo are pose-aligned (a template matcher):
+    the floor any learned model should be read against (notebook 06, the controlled experiment).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    def feats(images: np.ndarray, sigma: float) -> Tensor:
+        ink = 255.0 - np.asarray(images, dtype=np.float32)
+        if sigma > 0:
+            ink = gaussian_filter(ink, sigma=(0, sigma, sigma))
+        f = torch.from_numpy(ink.reshape(len(ink), -1))
+        return F.normalize(f - f.mean(1, keepdim=True), dim=1)
+
+    return {float(s): acc_at_k(1 - feats(sketches, s) @ feats(photos, s).T, ks=(1,))[1] for s in sigmas}

@@ -346,6 +346,16 @@ EXERCISES: dict[str, Exercise] = _ex(
         "res2, res3, res4, res5a, res5b — and it scores below res5a + res5b alone.",
         kind="set",
     ),
+    Exercise(
+        "06.conv4_layout",
+        "The controlled experiment runs Sketch-a-Net at 113 px. How many spatial positions (height x width) does the "
+        "conv4 map it fuses keep there?",
+        25,
+        "conv3-conv5 keep the size of pool2's output; Sketch-a-Net at 113 px: 33 after conv1, 16, 12, 5.",
+        "5 x 5 = 25 positions, where conv5 after pool5 keeps only 2 x 2 = 4; at the paper's 225 px pool5 keeps 7 x 7 = 49. "
+        "That is why the controlled experiment fuses conv4: a map helps only while it keeps a layout.",
+        mistakes=((4, "that is conv5 after pool5 (2 x 2)."), (49, "that is pool5 at the paper's 225 px input.")),
+    ),
     # 07 explorer
     Exercise(
         "07.rank_of_match",

@@ -34,8 +34,10 @@ def test_every_trained_row_has_an_experiment_and_cited_rows_have_none():
                 assert EXPERIMENTS[row.experiment].paper == row.paper, row
     trained = {r.experiment for t in PAPER_TABLES.values() for r in t.rows if r.experiment}
     laptop_only = {n for pair in LAPTOP_PAIRS for n in pair if EXPERIMENTS[n].table == 0}
-    assert trained | laptop_only == set(EXPERIMENTS)  # no orphan experiments
+    controlled = {f"{c}_{a}" for c in ("shape", "parts") for a in ("vanilla", "ours", "conv5")}
+    assert trained | laptop_only | controlled == set(EXPERIMENTS)  # no orphan experiments
     assert all(set(EXPERIMENTS[n].profiles) == {"laptop"} for n in laptop_only)  # the laptop track's own rows
+    assert all(set(EXPERIMENTS[n].profiles) == {"smoke"} and EXPERIMENTS[n].table == 0 for n in controlled)
 
 
 def test_shared_rows_share_one_experiment():

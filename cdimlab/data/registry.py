@@ -45,6 +45,7 @@ class SynthDefaults:
 
 
 SYNTH_DEFAULTS = SynthDefaults()
+CONTROLLED_SIZES = (1000, 100)  # train, test instances of the controlled sets: one query = 1 point, not 3.3
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,15 @@ class DatasetInfo:
     script: str
     synth_layout: str  # synthetic generator: SBIR category, or ReID layout
     synth_seed_offset: int = 0
+    synth_identity: str = (
+        "mixed"  # SBIR: where identity lives (synthetic_sbir); "" real_subdir: synthetic only
+    )
+    synth_sizes: tuple[int, int] | None = None  # SBIR (train, test) instances when not SynthDefaults' sizes
+
+    @property
+    def synthetic_only(self) -> bool:
+        """True for the controlled stand-ins (``shoes_shape``, ``shoes_parts``), which have no real counterpart."""
+        return not self.real_subdir
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -79,6 +89,9 @@ DATASETS: dict[str, DatasetInfo] = {
             "python data_scripts/download_qmul_v1.py --categories handbags",
             "handbags",
         ),  # fmt: skip
+        # notebook 06's controlled sets: identity in global shape only / in small local parts only (no real data)
+        DatasetInfo("shoes_shape", "sbir", "", "", "shoes", 0, "shape", CONTROLLED_SIZES),
+        DatasetInfo("shoes_parts", "sbir", "", "", "shoes", 0, "parts", CONTROLLED_SIZES),
         DatasetInfo(
             "market1501",
             "reid",
@@ -177,6 +190,8 @@ def _real_present(info: DatasetInfo, root: Path) -> Path | None:
     download is an error, not a reason to use synthetic data). ReID: a candidate place exists -> it is indexed
     by :func:`cdimlab.data.reid.load_reid`, whose errors name the file and the fix.
     """
+    if info.synthetic_only:
+        return None
     if info.kind == "sbir":
         folder = root / info.real_subdir / info.name
         if not folder.exists():
@@ -204,14 +219,16 @@ def ensure_synthetic(name: str, root: str | Path, synth: SynthDefaults = SYNTH_D
     if info.kind == "sbir":
         base = root / "synthetic" / "qmul_v1"
         marker = base / info.name / ".synthetic.json"
+        n_train, n_test = info.synth_sizes or (synth.sbir_train, synth.sbir_test)
         params = {
-            "n_train": synth.sbir_train,
-            "n_test": synth.sbir_test,
+            "n_train": n_train,
+            "n_test": n_test,
             "seed": seed,
             "version": SYNTH_VERSION,
-        }
+        } | ({"identity": info.synth_identity} if info.synth_identity != "mixed" else {})
         if not _marker_ok(marker, params):
-            synthetic_sbir(base, info.synth_layout, synth.sbir_train, synth.sbir_test, seed)
+            synthetic_sbir(base, info.synth_layout, n_train, n_test, seed,
+                           identity=info.synth_identity, name=info.name)  # fmt: skip
             atomic_write_text(marker, json.dumps(params))
         return base
     base = root / "synthetic" / "reid" / info.real_subdir.split("/")[-1]
@@ -255,6 +272,11 @@ def locate_dataset(
     if real is not None:
         return DatasetLocation(name, real, synthetic=False)
     looked = root / info.real_subdir / (info.name if info.kind == "sbir" else "")
+    if not allow_synthetic and info.synthetic_only:
+        raise FileNotFoundError(
+            f"dataset {name!r} is a controlled synthetic set with no real counterpart: run it in the smoke "
+            "profile (--profile smoke), the only one that uses synthetic data"
+        )
     if not allow_synthetic:
         raise FileNotFoundError(
             f"dataset {name!r} not found: looked in {looked}"
@@ -262,6 +284,8 @@ def locate_dataset(
             + f". Prepare it with: {info.script} (or pass --data <your data root>)"
         )
     cache = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+    if info.synthetic_only:
+        return DatasetLocation(name, ensure_synthetic(name, cache, synth), synthetic=True)
     print(
         f"note: {name!r} not found under {looked}; using its SYNTHETIC stand-in from {cache / 'synthetic'} "
         f"(smoke profile only). Real data: {info.script}",

@@ -40,6 +40,8 @@ Poly = list[tuple[float, float]]
 # ------------------------------------------------------------------------------------------- FG-SBIR
 SYNTH_VERSION = 2  # bump when the SBIR drawing changes, so cached synthetic sets get regenerated
 _N_SHAPE = 10  # global shape parameters per instance (templates use the first 8-10)
+IDENTITIES = ("mixed", "shape", "parts")  # where an instance's identity lives (synthetic_sbir's ``identity``)
+_IDENTITY_STREAM = {"mixed": (), "shape": (1,), "parts": (2,)}  # "mixed" keeps the stand-ins' random stream
 _DETAIL_SCALE = (
     1.8  # local details are drawn this much larger than their unit templates (visible at 113-128 px)
 )
@@ -61,23 +63,42 @@ class _Instance:
         return np.concatenate(parts)
 
 
-def _make_instances(template: str, n: int, rng: np.random.Generator) -> list[_Instance]:
-    """Pairs of instances share a rough global shape (hard negatives); every instance has its own shape and details.
+def _make_instances(
+    template: str, n: int, rng: np.random.Generator, identity: str = "mixed"
+) -> list[_Instance]:
+    """Instances whose identity lives where ``identity`` says (one of :data:`IDENTITIES`).
 
-    Shapes vary a lot between pairs (like real QMUL shoes/chairs); 1-3 local details of varying position and size.
+    ``"mixed"`` (the course's stand-ins): pairs share a rough global shape (hard negatives), every instance has its
+    own shape and 1-3 local details of varying position and size. ``"shape"``: own global shape, but ONE detail set
+    drawn once and shared by all, so details say nothing about identity. ``"parts"``: ONE global shape shared by all,
+    so only the local details (which, where, how large) tell instances apart; pairs share their detail kinds.
     """
+    if identity not in IDENTITIES:
+        raise ValueError(f"identity must be one of {IDENTITIES}, got {identity!r}")
     kinds = _DETAILS[template]
-    out, family = [], rng.uniform(0, 1, _N_SHAPE)
-    for i in range(n):
-        if i % 2 == 0:
-            family = rng.uniform(0, 1, _N_SHAPE)
-        shape = np.clip(family + rng.normal(0, 0.2, _N_SHAPE), 0, 1)
-        chosen = rng.choice(len(kinds), size=int(rng.integers(1, 4)), replace=False)
-        details = {
+
+    def draw_details(chosen: np.ndarray | None = None) -> dict[str, tuple[float, float, float]]:
+        if chosen is None:
+            chosen = rng.choice(len(kinds), size=int(rng.integers(1, 4)), replace=False)
+        return {
             kinds[k]: (float(rng.uniform()), float(rng.uniform()), float(rng.uniform()))
             for k in sorted(chosen)
         }
-        out.append(_Instance(shape, details))
+
+    out, family, pair_kinds = [], rng.uniform(0, 1, _N_SHAPE), None
+    shared = draw_details() if identity == "shape" else None
+    for i in range(n):
+        if (
+            identity == "parts"
+        ):  # one shape for all; a pair shares its detail kinds, not their places or sizes
+            if i % 2 == 0:
+                pair_kinds = rng.choice(len(kinds), size=int(rng.integers(1, 4)), replace=False)
+            out.append(_Instance(family.copy(), draw_details(pair_kinds)))
+            continue
+        if i % 2 == 0:
+            family = rng.uniform(0, 1, _N_SHAPE)
+        shape = np.clip(family + rng.normal(0, 0.2, _N_SHAPE), 0, 1)
+        out.append(_Instance(shape, dict(shared) if shared is not None else draw_details()))
     return out
 
 
@@ -287,30 +308,42 @@ def _save_mat(path: Path, data: np.ndarray) -> None:
 
 
 def synthetic_sbir(
-    out_dir: str | Path, category: str = "shoes", n_train: int = 60, n_test: int = 30, seed: int = 0
+    out_dir: str | Path,
+    category: str = "shoes",
+    n_train: int = 60,
+    n_test: int = 30,
+    seed: int = 0,
+    identity: str = "mixed",
+    name: str | None = None,
 ) -> Path:
-    """Write ``<out_dir>/<category>/`` in QMUL V1 format (sketch/edge .mat per split + annotation JSON).
+    """Write ``<out_dir>/<name>/`` in QMUL V1 format (sketch/edge .mat per split + annotation JSON).
 
     ``category`` picks the template (shoes: shoe outlines, chairs, handbags). Returns the category folder.
     Handbags also get an annotation file (like the real one, it is not used: true-match training).
+    ``identity`` says where an instance's identity lives (``"mixed"``, ``"shape"``, ``"parts"``: see
+    :func:`_make_instances`; the controlled experiment of notebook 06); ``name`` (default ``category``) names the
+    folder and the file prefix, e.g. ``shoes_parts``.
     """
     if category not in SBIR_TEMPLATES:
         raise ValueError(f"synthetic_sbir: category must be one of {tuple(SBIR_TEMPLATES)}, got {category!r}")
+    if identity not in IDENTITIES:
+        raise ValueError(f"synthetic_sbir: identity must be one of {IDENTITIES}, got {identity!r}")
     template = SBIR_TEMPLATES[category]
     kinds = _DETAILS[template]
-    rng = np.random.default_rng([seed, list(SBIR_TEMPLATES).index(category)])
-    folder = Path(out_dir) / category
+    rng = np.random.default_rng([seed, list(SBIR_TEMPLATES).index(category), *_IDENTITY_STREAM[identity]])
+    name = name or category
+    folder = Path(out_dir) / name
     ann: dict[str, dict[str, list]] = {}
     offset = 0
     for split, n in (("train", n_train), ("test", n_test)):
         if n < 2:
             raise ValueError(f"n_{split} must be >= 2, got {n}")
-        insts = _make_instances(template, n, rng)
+        insts = _make_instances(template, n, rng, identity)
         photos = np.stack([_render(_wobble_free(template, i), width=3) for i in insts])
         sketches = np.stack([_sketch(template, i, rng) for i in insts])
         triplets, _ = _annotations(np.stack([i.vector(kinds) for i in insts]))
-        _save_mat(folder / f"{category}_sketch_db_{split}.mat", sketches)
-        _save_mat(folder / f"{category}_edge_db_{split}.mat", photos)
+        _save_mat(folder / f"{name}_sketch_db_{split}.mat", sketches)
+        _save_mat(folder / f"{name}_edge_db_{split}.mat", photos)
         ann[split] = {
             "images": [f"{offset + k + 1}.jpg" for k in range(n)],
             "sketches": [f"{offset + k + 1}.png" for k in range(n)],
@@ -318,7 +351,7 @@ def synthetic_sbir(
         }
         offset += n
     atomic_write_text(
-        folder / f"{category}_annotation.json", json.dumps({"test": ann["test"], "train": ann["train"]})
+        folder / f"{name}_annotation.json", json.dumps({"test": ann["test"], "train": ann["train"]})
     )
     return folder
 

@@ -9,6 +9,7 @@ Introduced in notebook 06 (ablations) and used by notebook 08 (reproducing the t
 
 from cdimlab.experiments.catalogue import (
     CATEGORIES,
+    CONTROLLED_PAIRS,
     EXPERIMENTS,
     LAPTOP_PAIRS,
     OURS_REID,
@@ -53,6 +54,7 @@ from cdimlab.experiments.runner import (
 __all__ = [
     "NETWORKS",
     "CATEGORIES",
+    "CONTROLLED_PAIRS",
     "EXPERIMENTS",
     "OURS_REID",
     "OURS_SBIR",

@@ -112,6 +112,13 @@ MNV2_REID_LAPTOP = replace(
     REID_FULL, iterations=300, batch_size=64, lr=3.5e-4, lr_decay=1.0, checkpoint_every=100, log_every=10,
     reid_input=(128, 64), eval_batch_size=64,
 )  # fmt: skip
+# The controlled shape-vs-parts experiment (notebook 06), on 1,000 synthetic training shoes: the smoke input (113 px)
+# with the laptop recipe's loss (no flips, half in-batch negatives), 300 iterations (~35 s a run on 2 CPU cores).
+# Ours fuses conv4: at 113 px it is the last map with a layout (5x5), as pool5 (7x7) is at the paper's 225 px.
+CONTROLLED_SMOKE = replace(
+    SBIR_SMOKE, iterations=300, eval_every=50, log_every=10, sbir_flip=False, batch_negatives=0.5,
+)  # fmt: skip
+CONTROLLED_OURS = FusionConfig(("conv4",), "flatten", None, True)
 MNV2_OURS_SBIR = FusionConfig(("block13",), "flatten", None, True)  # 96 x 8 x 8 at 128 px, + L2(GAP(block18))
 MNV2_OURS_REID = FusionConfig(
     ("block16", "block17"), "gap", 256, False
@@ -141,6 +148,11 @@ VANILLA_SBIR = FusionConfig()
 OURS_REID = FusionConfig(("res5a", "res5b"), "gap", 1024, False)
 VANILLA_REID = FusionConfig(l2_parts=False)
 CATEGORIES = ("shoes", "chairs", "handbags")
+# the controlled experiment's pairs (notebook 06): identity in global shape / in small local parts
+CONTROLLED_PAIRS: tuple[tuple[str, str], ...] = (
+    ("shape_vanilla", "shape_ours"),
+    ("parts_vanilla", "parts_ours"),
+)
 CAT_LABEL = {"shoes": "QMUL-Shoe", "chairs": "QMUL-Chair", "handbags": "QMUL-Handbag"}
 
 # Table 3 (and 7, 9, 11) paper numbers, percent: {category: {row: (acc@1, acc@10)}}
@@ -233,7 +245,7 @@ def _build_experiments() -> dict[str, Experiment]:
     ex.append(Experiment("market_flatten", 10, "Flattening", "reid", "market1501", "resnet50",
                          FusionConfig(("res5a", "res5b"), "flatten", 1024, False), _r(71.58, 89.25, 78.56, 92.28),
                          _reid(), "res5a, res5b flattened -> FC 1024, concat pool5"))  # fmt: skip
-    ex += _laptop_track()
+    ex += _laptop_track() + _controlled_track()
     out = {}
     for e in ex:
         if not e.tables:
@@ -262,6 +274,26 @@ def _laptop_track() -> list[Experiment]:
                    {}, {"laptop": MNV2_REID_LAPTOP}, "GAP(block16), GAP(block17) -> FC 256, concat GAP(block18)",
                    weights="imagenet"),
     ]  # fmt: skip
+    return ex
+
+
+def _controlled_track() -> list[Experiment]:
+    """The controlled experiment of notebook 06 (table 0, smoke profile only): Sketch-a-Net on two synthetic shoe
+    sets that differ in one switch, where identity lives (``shoes_shape``: global shape only; ``shoes_parts``: small
+    local parts only; :func:`cdimlab.data.synthetic.synthetic_sbir`). Vanilla (fc7) vs fusing ``conv4`` (5x5 at
+    113 px, the map that keeps places) vs fusing the paper's ``conv5`` (pool5: only 2x2 at 113 px)."""
+    ex = []
+    for where in ("shape", "parts"):
+        ex += [
+            Experiment(f"{where}_vanilla", 0, f"Vanilla, identity in {where}", "fgsbir", f"shoes_{where}",
+                       "sketchanet", VANILLA_SBIR, {}, {"smoke": CONTROLLED_SMOKE}, "Sketch-a-Net, L2(fc7)"),
+            Experiment(f"{where}_ours", 0, f"Ours (conv4), identity in {where}", "fgsbir", f"shoes_{where}",
+                       "sketchanet", CONTROLLED_OURS, {}, {"smoke": CONTROLLED_SMOKE},
+                       "conv4 (256x5x5 at 113 px) flattened + fc7, each L2"),
+            Experiment(f"{where}_conv5", 0, f"conv5 (2x2), identity in {where}", "fgsbir", f"shoes_{where}",
+                       "sketchanet", OURS_SBIR, {}, {"smoke": CONTROLLED_SMOKE},
+                       "conv5 (pool5: 256x2x2 at 113 px) flattened + fc7, each L2"),
+        ]  # fmt: skip
     return ex
 
 
