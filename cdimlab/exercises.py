@@ -354,7 +354,10 @@ EXERCISES: dict[str, Exercise] = _ex(
         "conv3-conv5 keep the size of pool2's output; Sketch-a-Net at 113 px: 33 after conv1, 16, 12, 5.",
         "5 x 5 = 25 positions, where conv5 after pool5 keeps only 2 x 2 = 4; at the paper's 225 px pool5 keeps 7 x 7 = 49. "
         "That is why the controlled experiment fuses conv4: a map helps only while it keeps a layout.",
-        mistakes=((4, "that is conv5 after pool5 (2 x 2)."), (49, "that is pool5 at the paper's 225 px input.")),
+        mistakes=(
+            (4, "that is conv5 after pool5 (2 x 2)."),
+            (49, "that is pool5 at the paper's 225 px input."),
+        ),
     ),
     # 07 explorer
     Exercise(

@@ -13,8 +13,9 @@ _EPS = 1e-12
 
 
 def _distance(x: Tensor, y: Tensor, distance: str) -> Tensor:
-    """Row-wise distance in float32. Euclidean uses sqrt(max(d2, eps)) so the gradient is finite at 0."""
-    d2 = (x.float() - y.float()).pow(2).sum(dim=1)
+    """Distance over the last dim in float32 (row-wise for (B, D) pairs; (B, B) when broadcast as (B, 1, D) against
+    (1, B, D)). Euclidean uses sqrt(max(d2, eps)) so the gradient is finite at 0."""
+    d2 = (x.float() - y.float()).pow(2).sum(dim=-1)
     return d2 if distance == "sqeuclidean" else d2.clamp_min(_EPS).sqrt()
 
 
@@ -52,8 +53,7 @@ def batch_triplet_loss(
             f"anchor and pos must be (B, D) of the same shape and pos_ids (B,); got {tuple(anchor.shape)}, "
             f"{tuple(pos.shape)}, {tuple(pos_ids.shape)}"
         )
-    d2 = (anchor.float()[:, None, :] - pos.float()[None, :, :]).pow(2).sum(dim=2)  # (B, B): sketch i, photo j
-    d = d2 if distance == "sqeuclidean" else d2.clamp_min(_EPS).sqrt()
+    d = _distance(anchor[:, None, :], pos[None, :, :], distance)  # (B, B): sketch i, photo j
     ids = pos_ids.to(anchor.device)
     valid = ids[None, :] != ids[:, None]  # also drops j == i
     hinge = F.relu(margin + d.diagonal()[:, None] - d)

@@ -54,7 +54,8 @@ def test_gaps_table_and_verdict_when_the_switch_moves_the_advantage(monkeypatch)
     assert "identity in **parts**: Ours (conv4) - Vanilla = +10.0 ± 2.0" in text and "+17.0 ± 0.0" in text
     assert "After training, the switch moved fusion's advantage: 9.3 points more" in text
     assert "Before training, the switch moved fusion's advantage: 12.0 points more" in text
-    assert "training moved Vanilla by +12.0 and Ours by +5.0 points" in text  # parts: 0.50 - 0.38, 0.60 - 0.55
+    # parts: Vanilla 0.50 - 0.38, Ours 0.60 - 0.55
+    assert "training moved Vanilla by +12.0 and Ours by +5.0 points" in text
     assert res.moved("untrained") == (pytest.approx(0.12), True)
     assert "adds +0.7 (parts)" in text and "still has a layout" in text
     assert (
