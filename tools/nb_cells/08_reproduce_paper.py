@@ -214,14 +214,35 @@ if view.summaries:
     (
         "md",
         """
+## The mechanism, controlled: identity in global shape vs in small local parts
+
+Notebook 06's controlled experiment (synthetic shoes, one switch, 5 seeds, records committed under
+`results/controlled/`): does fusion's advantage grow when identity lives in small local parts? Its verdict, computed
+from the records:
+""",
+    ),
+    (
+        "code",
+        """
+from cdimlab import controlled
+
+ctl = controlled.run_controlled()  # loads the 30 committed records; runs only missing ones (~35 s each)
+display(Markdown(ctl.verdict()))
+assert all(ctl.comparisons[c].summary.n_queries == 100 for c in controlled.CONDITIONS)
+""",
+    ),
+    (
+        "md",
+        """
 ## Regenerating everything
 
 * `make reproduce` — the smoke profile for every row of Tables 3-11 on a CPU (minutes), then `results/smoke/REPORT.md`
   and `report.html` with one plot per table.
 * `PROFILE=full make reproduce` — the paper's schedules on a CUDA GPU with the real data; results go to
   `results/full/`, which this notebook then prefers. Runs resume from their checkpoints when interrupted.
-* `make laptop` — the laptop track on real data on a CPU (about 25 min a seed on 2 cores); records go to
-  `results/laptop/`, which the section above reads.
+* `make laptop` — the laptop track on real data on a CPU (30-60 min a seed on 2 cores, `INSTRUCTORS.md`); records
+  go to `results/laptop/`, which the section above reads.
+* `make controlled` — the controlled experiment's missing runs (~35 s each), then `results/controlled/SUMMARY.md`.
 * `python -m cdimlab train shoes_ours --profile full` trains a single row.
 
 ## Summary
