@@ -14,7 +14,9 @@ mechanism predicts Ours > Vanilla on parts, much less so on shape. Each run is a
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +28,11 @@ from matplotlib.figure import Figure
 from cdimlab.baselines import pixel_matcher
 from cdimlab.data.registry import CONTROLLED_SIZES
 from cdimlab.evidence import SeedComparison, compare_over_seeds
-from cdimlab.experiments import CONTROLLED_PAIRS, get_experiment, run_experiment
+from cdimlab.experiments import CONTROLLED_PAIRS, get_experiment, load_sbir_splits, run_experiment
 from cdimlab.utils import REPO_ROOT, atomic_write_text
 
-ROOT = (
-    REPO_ROOT / "results" / "controlled"
-)  # records: ROOT/smoke/<condition>_<arm>[.seed<k>].json (committed)
+# records: ROOT/smoke/<condition>_<arm>[.seed<k>].json (committed)
+ROOT = REPO_ROOT / "results" / "controlled"
 SEEDS = (0, 1, 2, 3, 4)
 CONDITIONS = ("shape", "parts")
 PROFILE = "smoke"
@@ -176,16 +177,13 @@ def pixel_scores(
     condition: str, data_root: Any = None, sigmas: Sequence[float] = (0, 2, 4, 8)
 ) -> dict[float, float]:
     """The no-learning blurred-pixel matcher on ``shoes_<condition>``'s test split (:func:`pixel_matcher`)."""
-    from cdimlab.experiments import load_sbir_splits
-
     test = load_sbir_splits(f"shoes_{condition}", data_root).test
     return pixel_matcher(test.sketches, test.photos, tuple(sigmas))
 
 
 def write_summary(result: ControlledResult, folder: Path = ROOT) -> dict[str, Path]:
     """``SUMMARY.md`` and ``controlled.png`` in ``folder`` (atomic)."""
-    import os
-
+    folder.mkdir(parents=True, exist_ok=True)
     png, tmp = folder / "controlled.png", folder / f"controlled.tmp{os.getpid()}.png"
     result.figure().savefig(tmp, dpi=110)
     os.replace(tmp, png)
@@ -201,7 +199,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    result = run_controlled(args.seeds, args.out, device=args.device)
+    total, t0 = 3 * len(CONDITIONS) * len(args.seeds), time.perf_counter()
+    done = []
+
+    def logged(
+        name: str, profile: str, **kw: Any
+    ) -> dict[str, Any]:  # one line per run: 30 runs take ~20 min
+        rec = run_experiment(name, profile, **kw)
+        done.append(name)
+        print(f"[{len(done)}/{total}] {name} seed {kw['seed']}: acc@1 {rec['metrics']['acc@1']:.2f} "
+              f"(untrained {rec['untrained']['acc@1']:.2f}); elapsed {time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+        return rec
+
+    result = run_controlled(args.seeds, args.out, device=args.device, run=logged)
     paths = write_summary(result, args.out)
     print(paths["markdown"].read_text())
     return 0

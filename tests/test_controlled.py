@@ -73,6 +73,19 @@ def test_verdict_says_so_when_the_switch_does_not_move_it(monkeypatch):
     assert "not clearly less than conv4" in text
 
 
+def test_main_prints_each_run_and_writes_the_summary(monkeypatch, tmp_path, capsys):
+    def fake_run(name, profile, seed, **kw):
+        return _record(name, seed, 0.5 + 0.1 * name.endswith("_ours"), 0.3)
+
+    monkeypatch.setattr(controlled, "run_experiment", fake_run)
+    monkeypatch.setattr(controlled, "pixel_scores", lambda cond, data_root=None: {0.0: 0.2, 8.0: 0.5})
+    assert controlled.main(["--seeds", "0", "1", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "[1/12] shape_vanilla seed 0: acc@1 0.50 (untrained 0.30)" in out and "[12/12]" in out
+    assert (tmp_path / "c" / "controlled.png").stat().st_size > 10_000
+    assert "seeds [0, 1]" in (tmp_path / "c" / "SUMMARY.md").read_text()
+
+
 def test_pixel_matcher_by_hand():
     photos = np.full((3, 32, 32), 255, np.uint8)
     for i in range(3):  # one black square per photo, at its own place
